@@ -1,0 +1,154 @@
+"""Configuration: compose it from ``conf/``, load ``params.yaml``, validate it in one place.
+
+``conf/`` is the source of truth; ``params.yaml`` is its composed default (DVC
+rewrites it on ``dvc exp run``). Stages read ``params.yaml`` because plain
+``dvc repro`` does not compose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from latentlab.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoencoder": "conv"}
+# Hydra instantiates `_target_`: only classes the project documents may be named.
+OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
+PROTOCOLS = ("all", "train_test")
+# Flattened input size of each built-in dataset, to check PCA sizes before any work.
+INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
+
+
+def compose(overrides: list[str] | None = None, config_dir: str | Path = CONF_DIR) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides, as DVC does for ``params.yaml``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate ``params.yaml``; returns plain containers."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; run from the project root")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    validate(cfg)
+    return cfg
+
+
+def _get(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"missing config key {key!r}")
+        node = node[part]
+    return node
+
+
+def _int(cfg, key: str, lo: int, hi: int | None = None, optional: bool = False) -> int | None:
+    v = _get(cfg, key)
+    if v is None and optional:
+        return None
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{key} must be an int {rng}{' or null' if optional else ''}, got {v!r}")
+    return v
+
+
+def _float(cfg, key: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    v = _get(cfg, key)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+    return float(v)
+
+
+def _choice(cfg, key: str, choices) -> Any:
+    v = _get(cfg, key)
+    if v not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {v!r}")
+    return v
+
+
+def _int_list(cfg, key: str) -> list[int]:
+    v = _get(cfg, key)
+    if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+        raise ConfigError(f"{key} must be a non-empty list of positive ints, got {v!r}")
+    return list(v)
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming the first invalid key and its value."""
+    from latentlab.data import DATASETS
+    from latentlab.models import ACTIVATIONS
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    _int(cfg, "seed", 0)
+    _choice(cfg, "protocol", PROTOCOLS)
+
+    name = _choice(cfg, "data.name", DATASETS)
+    _int(cfg, "data.max_train", 1, optional=True)
+    _int(cfg, "data.max_test", 1, optional=True)
+    _float(cfg, "data.test_fraction", 0.0, 0.9, lo_open=True)
+    _int(cfg, "data.split_seed", 0)
+
+    target = _get(cfg, "model._target_")
+    if target not in MODELS:
+        raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=mlp or model=conv), "
+                          f"got {target!r}")
+    latent = _int(cfg, "model.latent_dim", 1)
+    _int_list(cfg, "model.hidden" if MODELS[target] == "mlp" else "model.channels")
+    _choice(cfg, "model.activation", ACTIVATIONS)
+
+    _choice(cfg, "optimizer._target_", OPTIMIZERS)
+    _float(cfg, "optimizer.lr", 0.0, 10.0, lo_open=True)
+
+    _int(cfg, "train.batch_size", 1)
+    _int(cfg, "train.max_epochs", 1)
+    _float(cfg, "train.val_fraction", 0.0, 0.5, lo_open=True)
+    _int(cfg, "train.patience", 1)
+    _float(cfg, "train.min_delta", 0.0, 1.0)
+    if not isinstance(_get(cfg, "trainer"), Mapping):
+        raise ConfigError(f"trainer must be a mapping of Lightning Trainer arguments, got {cfg['trainer']!r}")
+
+    _int(cfg, "cluster.k", 2)
+    _int(cfg, "cluster.n_init", 1)
+    _int(cfg, "cluster.max_iter", 1)
+    if not isinstance(_get(cfg, "cluster.standardize"), bool):
+        raise ConfigError(f"cluster.standardize must be true or false, got {cfg['cluster']['standardize']!r}")
+    pca = _get(cfg, "cluster.pca")
+    if isinstance(pca, bool) or not (pca is None or isinstance(pca, (int, float))):
+        raise ConfigError(f"cluster.pca must be null, an int or a float in (0, 1), got {pca!r}")
+    if isinstance(pca, int) and not 1 <= pca <= latent:
+        raise ConfigError(f"cluster.pca={pca} components must be in [1, model.latent_dim={latent}]")
+    if isinstance(pca, float) and not 0.0 < pca < 1.0:
+        raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
+    _int(cfg, "baselines.pca_components", 1, INPUT_DIMS[name])
+
+    _int(cfg, "evaluate.n_images", 1, 64)
+    _int(cfg, "evaluate.plot_points", 100)
+    exp = _get(cfg, "tracking.experiment")
+    if not isinstance(exp, str) or not exp.strip():
+        raise ConfigError(f"tracking.experiment must be a non-empty string, got {exp!r}")
+
+
+def write_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> None:
+    """Regenerate ``params.yaml`` from ``conf/`` with DVC's own composer."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(Path(path), str(CONF_DIR), None, "config", str(CONF_DIR.parent), list(overrides or []))
+
+
+if __name__ == "__main__":
+    write_params()

@@ -1,0 +1,297 @@
+"""Datasets: obtain, verify and prepare them as one compact in-memory artifact.
+
+Every dataset becomes the same thing: uint8 images of shape (N, C, H, W), int64
+labels, and a fixed train/test split, saved in one ``.npz``. Later stages load it
+once and keep tensors in memory, never per-item PIL images.
+
+The torchvision datasets (``mnist``, ``fashion_mnist``, ``kmnist``) are read from,
+in order: a local mirror in torchvision's layout (``<mirror>/MNIST/raw/...``), a
+cache that an earlier download filled, or the official sources. Every raw file is
+verified against a published checksum before it is parsed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latentlab.errors import DataError
+
+MIRROR_ENV = "LATENTLAB_DATA_MIRROR"
+CACHE_ENV = "LATENTLAB_CACHE"
+
+# sha256 of the *uncompressed* files as published with MNIST (torchvision only
+# publishes md5 of the .gz archives, which a mirror of extracted files lacks).
+RAW_SHA256 = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+}
+
+TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+DATASETS = (*TORCHVISION_DATASETS, "digits")
+
+
+class UnverifiedDataWarning(UserWarning):
+    """A raw file was read with no published checksum to compare it to."""
+
+
+@dataclass
+class Prepared:
+    """A prepared dataset. Images are uint8 (N, C, H, W); labels int64 (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash never leaves a truncated artifact behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
+            tmp = Path(f.name)
+        try:
+            np.savez(tmp, x_train=self.x_train, y_train=self.y_train, x_test=self.x_test,
+                     y_test=self.y_test, meta=np.array(json.dumps(self.meta, sort_keys=True)))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Prepared":
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"prepared dataset {path} does not exist: run the download stage first "
+                            "(`dvc repro download`)")
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["x_train"], z["y_train"], z["x_test"], z["y_test"], json.loads(str(z["meta"])))
+
+    def split(self, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x_fit, y_fit, x_score, y_score) for a protocol.
+
+        ``all``: fit and score on every image (train + test), as the published
+        clustering tables do; labels are used only to score. ``train_test``: fit on
+        the train split, score on the held-out test split.
+        """
+        if protocol == "all":
+            x = np.concatenate([self.x_train, self.x_test])
+            y = np.concatenate([self.y_train, self.y_test])
+            return x, y, x, y
+        return self.x_train, self.y_train, self.x_test, self.y_test
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "latentlab")
+
+
+def resolve_mirror(configured: str | None) -> Path | None:
+    """The mirror folder: the config key wins over the environment variable."""
+    value = configured or os.environ.get(MIRROR_ENV) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        source = "data.mirror" if configured else MIRROR_ENV
+        raise DataError(f"{source}={value!r} is not a directory; expected a folder in torchvision's "
+                        "layout, e.g. <mirror>/MNIST/raw/train-images-idx3-ubyte")
+    return path
+
+
+def _raw_names(cls) -> list[tuple[str, str]]:
+    """(uncompressed file name, md5 of its .gz) for each file torchvision expects."""
+    return [(name.removesuffix(".gz"), md5) for name, md5 in cls.resources]
+
+
+def _verify_raw(raw: Path, folder: str, cls) -> dict[str, str]:
+    """Check every raw file against its published checksum; return their sha256."""
+    known = RAW_SHA256.get(folder, {})
+    digests = {}
+    for name, gz_md5 in _raw_names(cls):
+        path = raw / name
+        if not path.exists():
+            raise DataError(f"missing file {path}; expected the four files of {folder} in "
+                            f"torchvision's layout under {raw}")
+        digest = sha256_file(path)
+        if name in known and digest != known[name]:
+            raise DataError(f"{path} is corrupt or truncated: sha256 {digest}, expected {known[name]} "
+                            f"({path.stat().st_size} bytes). Delete it and download again.")
+        if name not in known:
+            gz = raw / f"{name}.gz"
+            if gz.exists():
+                actual = md5_file(gz)
+                if actual != gz_md5:
+                    raise DataError(f"{gz} is corrupt or truncated: md5 {actual}, expected {gz_md5}")
+                with gzip.open(gz, "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() != digest:
+                        raise DataError(f"{path} does not match its verified archive {gz}; "
+                                        "delete it and download again")
+            else:
+                warnings.warn(f"{path}: no published checksum for the uncompressed file and no .gz "
+                              "archive beside it; only its structure is checked",
+                              UnverifiedDataWarning, stacklevel=2)
+        digests[name] = digest
+    return digests
+
+
+def _fetch_official(cls, tmp: Path) -> None:
+    """torchvision's own download: tries each official source, checks each archive's md5."""
+    folder = cls.__name__
+    try:
+        cls(root=str(tmp), train=True, download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        bad = [f"{name} (md5 {md5_file(gz)}, expected {md5})" for name, md5 in cls.resources
+               if (gz := tmp / folder / "raw" / name).exists() and md5_file(gz) != md5]
+        if bad:
+            raise DataError("downloaded files are corrupt: " + "; ".join(bad)) from err
+        raise DataError(
+            f"could not download {folder} from {', '.join(cls.mirrors)}: {err}.\n"
+            f"With no internet, point {MIRROR_ENV} (or data.mirror) at a folder in torchvision's "
+            f"layout, e.g. `export {MIRROR_ENV}=../shared/datasets` holding {folder}/raw/, "
+            "or use the offline dataset: `data=digits`."
+        ) from err
+
+
+def _extract_mirror(cls, mirror: Path, tmp: Path) -> None:
+    """Verify and extract the .gz archives of a mirror (never written to) into tmp."""
+    from torchvision.datasets.utils import extract_archive
+
+    folder = cls.__name__
+    src = mirror / folder / "raw"
+    for name, md5 in cls.resources:
+        gz = src / name
+        if not gz.exists():
+            raise DataError(f"the mirror lacks {gz} (and its uncompressed form); expected the four "
+                            f"files of {folder} in torchvision's layout under {src}")
+        actual = md5_file(gz)
+        if actual != md5:
+            raise DataError(f"{gz} is corrupt or truncated: md5 {actual}, expected {md5}")
+        (tmp / folder / "raw").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(gz, tmp / folder / "raw" / name)
+        extract_archive(str(tmp / folder / "raw" / name))
+
+
+def _download(cls, cache: Path, mirror: Path | None) -> None:
+    """Fill ``cache/<folder>/raw`` from the mirror's archives or the official sources.
+
+    Everything lands in a temporary folder first, so an interrupted download never
+    looks like a complete one.
+    """
+    folder = cls.__name__
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+        if mirror is not None:
+            _extract_mirror(cls, mirror, Path(tmp))
+        else:
+            _fetch_official(cls, Path(tmp))
+        target = cache / folder / "raw"
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(Path(tmp) / folder / "raw", target)
+
+
+def _parse_idx(cls, root: Path, train: bool, raw: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        ds = cls(root=str(root), train=train, download=False)
+    except (RuntimeError, ValueError, AssertionError, OSError) as err:
+        raise DataError(f"could not parse the IDX files in {raw}: {err!r}; expected the original "
+                        f"{cls.__name__} files") from err
+    x, y = ds.data.numpy(), ds.targets.numpy().astype(np.int64)
+    if x.ndim != 3 or len(x) != len(y):
+        raise DataError(f"{raw}: {len(x)} images of shape {x.shape[1:]} but {len(y)} labels")
+    return x[:, None], y
+
+
+def load_torchvision(name: str, mirror: Path | None, cache: Path) -> Prepared:
+    import torchvision.datasets as tvd
+
+    folder = TORCHVISION_DATASETS[name]
+    cls = getattr(tvd, folder)
+    names = [n for n, _ in _raw_names(cls)]
+    if mirror is not None and all((mirror / folder / "raw" / n).exists() for n in names):
+        root = mirror  # read in place; a mirror is never written to
+    else:
+        root = cache
+        if not all((cache / folder / "raw" / n).exists() for n in names):
+            if mirror is not None and not (mirror / folder / "raw").is_dir():
+                raise DataError(f"the mirror {mirror} has no {folder}/raw/ folder; expected "
+                                f"{mirror / folder / 'raw'} holding {', '.join(names)} (or their .gz)")
+            _download(cls, cache, mirror)
+    raw = root / folder / "raw"
+    digests = _verify_raw(raw, folder, cls)
+    x_train, y_train = _parse_idx(cls, root, True, raw)
+    x_test, y_test = _parse_idx(cls, root, False, raw)
+    meta = {"dataset": name, "source": str(raw), "files_sha256": digests}
+    return Prepared(x_train, y_train, x_test, y_test, meta)
+
+
+def load_digits(test_fraction: float, seed: int) -> Prepared:
+    """scikit-learn's bundled 8x8 digits (1,797 images), fully offline."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    # Pixel values are 0..16: rescale to the 0..255 range the other datasets use.
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return Prepared(x_tr, y_tr, x_te, y_te, {"dataset": "digits", "source": "sklearn.datasets.load_digits"})
+
+
+def _head(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+def prepare(name: str, *, mirror: str | None = None, cache: str | None = None,
+            max_train: int | None = None, max_test: int | None = None,
+            test_fraction: float = 0.2, seed: int = 0) -> Prepared:
+    """Obtain, verify and prepare a dataset. ``max_*`` keep the first n of a split."""
+    if name not in DATASETS:
+        raise DataError(f"data.name must be one of {list(DATASETS)}, got {name!r}")
+    if name == "digits":
+        ds = load_digits(test_fraction, seed)
+    else:
+        ds = load_torchvision(name, resolve_mirror(mirror), Path(cache).expanduser() if cache else default_cache())
+    ds.x_train, ds.y_train = _head(ds.x_train, ds.y_train, max_train)
+    ds.x_test, ds.y_test = _head(ds.x_test, ds.y_test, max_test)
+    h = hashlib.sha256()
+    for arr in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    ds.meta.update(sha256=h.hexdigest(), n_train=len(ds.x_train), n_test=len(ds.x_test),
+                   image_shape=list(ds.image_shape), n_classes=int(len(np.unique(ds.y_train))))
+    return ds

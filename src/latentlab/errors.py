@@ -1,0 +1,13 @@
+"""The project's own exceptions: each message names the value and what was expected."""
+
+
+class LatentlabError(Exception):
+    """Base class: an error the user can act on, reported without a traceback."""
+
+
+class ConfigError(LatentlabError, ValueError):
+    """A configuration value is invalid."""
+
+
+class DataError(LatentlabError):
+    """A dataset file is missing, corrupt, or cannot be obtained."""

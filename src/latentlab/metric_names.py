@@ -1,0 +1,19 @@
+"""Metric and method names, defined once and used by training, plots, DVC and MLflow."""
+
+RECON_LOSS = "recon_loss"
+TRAIN_LOSS = f"train/{RECON_LOSS}"
+VAL_LOSS = f"val/{RECON_LOSS}"
+
+# Clustering methods scored side by side in every run.
+AUTOENCODER = "autoencoder"         # the autoencoder's latents (+ optional PCA) -> k-means
+RAW_KMEANS = "raw_kmeans"           # baseline: k-means on raw pixels
+RAW_PCA_KMEANS = "raw_pca_kmeans"   # baseline: PCA on raw pixels -> k-means
+METHODS = (AUTOENCODER, RAW_KMEANS, RAW_PCA_KMEANS)
+
+# Per-method clustering scores.
+SCORES = ("acc", "nmi", "ari", "purity")
+
+
+def recon_loss(stage: str) -> str:
+    """The logged name of the reconstruction loss for a stage: train, val or test."""
+    return f"{stage}/{RECON_LOSS}"

@@ -1,0 +1,137 @@
+"""Autoencoders: the networks (plain ``nn.Module``) and their Lightning training logic.
+
+Shapes: images enter as float tensors in [0, 1] of shape (N, C, H, W); latents are
+(N, latent_dim); reconstructions have the input's shape.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from latentlab import metric_names as M
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
+               "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+class Autoencoder(nn.Module):
+    """Base: ``encode`` (N, C, H, W) -> (N, d), ``decode`` back, ``forward`` = round trip."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class MLPAutoencoder(Autoencoder):
+    """Dense encoder in -> hidden... -> d, mirrored decoder, sigmoid output."""
+
+    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
+                 hidden: tuple[int, ...] = (500, 500, 2000), activation: str = "relu") -> None:
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        n_in = math.prod(input_shape)
+        sizes = [n_in, *hidden]
+        enc: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            enc += [nn.Linear(a, b), act()]
+        # No activation on the code: k-means wants an unconstrained latent space.
+        enc.append(nn.Linear(sizes[-1], latent_dim))
+        dec: list[nn.Module] = []
+        back = [latent_dim, *reversed(hidden)]
+        for a, b in zip(back[:-1], back[1:]):
+            dec += [nn.Linear(a, b), act()]
+        dec += [nn.Linear(back[-1], n_in), nn.Sigmoid(), nn.Unflatten(1, tuple(input_shape))]
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+class ConvAutoencoder(Autoencoder):
+    """Stride-2 3x3 convolutions per channel width, a linear code, mirrored decoder."""
+
+    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
+                 channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu") -> None:
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        c_in, h, w = input_shape
+        enc: list[nn.Module] = []
+        sizes = [(h, w)]
+        prev = c_in
+        for c in channels:
+            enc += [nn.Conv2d(prev, c, 3, stride=2, padding=1), act()]
+            prev = c
+            h, w = (h + 1) // 2, (w + 1) // 2
+            sizes.append((h, w))
+        flat = prev * h * w
+        enc += [nn.Flatten(), nn.Linear(flat, latent_dim)]
+        dec: list[nn.Module] = [nn.Linear(latent_dim, flat), act(), nn.Unflatten(1, (prev, h, w))]
+        outs = [*reversed(channels[:-1]), c_in]
+        for i, c in enumerate(outs):
+            # output_padding restores odd sizes (28 -> 14 -> 7 -> 4 -> 7 -> 14 -> 28).
+            th, tw = sizes[-2 - i]
+            oh, ow = sizes[-1 - i]
+            pad = (th - (2 * oh - 1), tw - (2 * ow - 1))
+            dec.append(nn.ConvTranspose2d(prev, c, 3, stride=2, padding=1, output_padding=pad))
+            dec.append(act() if i < len(outs) - 1 else nn.Sigmoid())
+            prev = c
+        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images (kept that way in memory: 4x smaller) to floats in [0, 1]."""
+    return batch.float().div_(255.0)
+
+
+def per_sample_mse(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """(N, ...) x2 -> (N,) mean squared error of each sample."""
+    return (recon - x).pow(2).flatten(1).mean(1)
+
+
+class LitAutoencoder(pl.LightningModule):
+    """Trains any ``Autoencoder`` on reconstruction MSE.
+
+    ``model`` and ``optimizer`` are plain dicts with a Hydra ``_target_``, saved as
+    hyperparameters so that a checkpoint rebuilds itself without the config files.
+    """
+
+    def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
+                 input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        from hydra.utils import instantiate
+
+        self.save_hyperparameters()
+        self.net: Autoencoder = instantiate(model, input_shape=tuple(input_shape))
+        self._optimizer = instantiate(optimizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
+        x = to_float(batch[0])
+        loss = nn.functional.mse_loss(self.net(x), x)
+        self.log(M.recon_loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(x), sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def configure_optimizers(self):
+        return self._optimizer(self.parameters())

@@ -1,0 +1,135 @@
+"""Fitting an autoencoder with Lightning, saving it, loading it, and encoding with it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from latentlab import metric_names as M
+from latentlab.models import Autoencoder, LitAutoencoder, per_sample_mse, to_float
+
+# Data is an in-memory tensor: worker processes would only add start-up cost.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+class History(Callback):
+    """Collects the per-epoch train and validation loss for the plot file and MLflow."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        if M.TRAIN_LOSS in m and M.VAL_LOSS in m:
+            self.rows.append({"epoch": trainer.current_epoch, M.TRAIN_LOSS: float(m[M.TRAIN_LOSS]),
+                              M.VAL_LOSS: float(m[M.VAL_LOSS])})
+
+
+@dataclass
+class FitResult:
+    net: Autoencoder
+    hparams: dict[str, Any]
+    history: list[dict[str, float]]
+    best_val_loss: float
+    best_epoch: int
+    stopped_epoch: int
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) index split of n samples."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_size: int,
+        max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
+        workdir: str | Path | None = None) -> FitResult:
+    """Train an autoencoder on uint8 images x of shape (N, C, H, W).
+
+    Keeps the weights of the epoch with the lowest validation reconstruction loss.
+    """
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tr, va = split_indices(len(x), val_fraction, seed)
+    data = torch.from_numpy(np.ascontiguousarray(x))
+    train_dl = DataLoader(TensorDataset(data[tr]), batch_size=batch_size, shuffle=True)
+    val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
+    lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]))
+    history = History()
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as ckdir:
+        best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1)
+        stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
+        t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop],
+                       num_sanity_val_steps=0, **trainer)
+        t.fit(lit, train_dl, val_dl)
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        lit.load_state_dict(state)
+        best_epoch = min(history.rows, key=lambda r: r[M.VAL_LOSS])["epoch"] if history.rows else 0
+    lit.net.eval()
+    return FitResult(net=lit.net, hparams=dict(lit.hparams), history=history.rows,
+                     best_val_loss=float(best.best_model_score), best_epoch=best_epoch,
+                     stopped_epoch=t.current_epoch)
+
+
+def save(result: FitResult, path: str | Path) -> None:
+    """Write a slim checkpoint (hyperparameters + weights) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"hyper_parameters": result.hparams, "state_dict": result.net.state_dict(),
+               "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch}
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        torch.save(payload, f)
+    os.replace(f.name, path)
+
+
+def load(path: str | Path) -> Autoencoder:
+    """Rebuild a saved autoencoder in eval mode (weights_only: no code runs on load)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    lit = LitAutoencoder(model=hp["model"], optimizer=hp["optimizer"], input_shape=tuple(hp["input_shape"]))
+    lit.net.load_state_dict(ckpt["state_dict"])
+    return lit.net.eval()
+
+
+def write_history(rows: list[dict[str, float]], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", M.TRAIN_LOSS, M.VAL_LOSS])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+@torch.inference_mode()
+def encode(net: Autoencoder, x: np.ndarray, batch_size: int = 2048,
+           desc: str = "encoding") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, C, H, W) -> latents (N, d) float32 and per-sample MSE (N,)."""
+    net.eval()
+    zs, errs = [], []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False):
+        xb = to_float(torch.from_numpy(x[i:i + batch_size]))
+        z = net.encode(xb)
+        zs.append(z.numpy())
+        errs.append(per_sample_mse(xb, net.decode(z)).numpy())
+    return np.concatenate(zs).astype(np.float32), np.concatenate(errs).astype(np.float32)

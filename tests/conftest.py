@@ -1,0 +1,44 @@
+"""Shared fixtures: the local MNIST mirror, a composed config forced to CPU and tiny sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tests never touch the network: MNIST comes from the read-only mirror beside the repo.
+MIRROR = Path(os.environ.get("LATENTLAB_DATA_MIRROR", ROOT.parent / "shared" / "datasets")).resolve()
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST mirror not found at {MIRROR}; set LATENTLAB_DATA_MIRROR")
+    return MIRROR
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path, mirror):
+    monkeypatch.setenv("LATENTLAB_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("LATENTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+TINY = [
+    "data.max_train=1500", "data.max_test=500", "train.max_epochs=2", "train.batch_size=128",
+    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2",
+    "baselines.pca_components=20", "evaluate.plot_points=500", "evaluate.n_images=4",
+]
+
+
+@pytest.fixture
+def tiny_cfg():
+    """The real composed config, with CPU, tiny data and two epochs."""
+    from omegaconf import OmegaConf
+
+    from latentlab.config import compose
+
+    return OmegaConf.to_container(compose(TINY),
+                                  resolve=True)

@@ -1,0 +1,128 @@
+"""The real DVC pipeline end to end on a small real MNIST subset, and the MLflow run it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY
+
+BIN = Path(sys.executable).parent
+
+
+def _copy_project(dst: Path) -> Path:
+    """A fresh repository holding the project's files, as a clone would."""
+    skip = shutil.ignore_patterns(".venv", ".git", "outputs", "data", "mlflow.db", "mlartifacts", "mlruns",
+                                  "__pycache__", ".pytest_cache", "tmp", "cache", "bench")
+    shutil.copytree(ROOT, dst, ignore=skip)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=dst, check=True, env=env)
+    return dst
+
+
+def _set(params: Path, overrides: list[str]) -> None:
+    cfg = yaml.safe_load(params.read_text())
+    for o in overrides:
+        key, value = o.split("=", 1)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = yaml.safe_load(value)
+    params.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    # The store and cache belong to the repo under test, not to whichever test calls.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           **json.loads((repo.parent / "env.json").read_text())}
+    r = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, mirror):
+    """One `dvc repro` of the default pipeline on 2,000 MNIST images, 2 epochs."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = _copy_project(tmp / "repo")
+    _set(repo / "params.yaml", TINY)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
+           "LATENTLAB_CACHE": str(tmp / "cache")}
+    (tmp / "env.json").write_text(json.dumps(env))
+    out = _dvc(repo, "repro")
+    return repo, out, env["MLFLOW_TRACKING_URI"]
+
+
+def test_repro_writes_metrics_for_every_method(pipeline):
+    repo, out, _ = pipeline
+    for stage in ("download", "train", "embed", "cluster", "baselines", "evaluate"):
+        assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
+    m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    assert m["protocol"] == "all" and m["n_scored"] == 2000
+    for method in ("autoencoder", "raw_kmeans", "raw_pca_kmeans"):
+        assert set(m[method]) == {"acc", "nmi", "ari", "purity"}
+        # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
+        assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
+    assert m["train"]["epochs"] == 2
+    shown = _dvc(repo, "metrics", "show", "--json")
+    assert "autoencoder" in shown and "raw_pca_kmeans" in shown
+    for png in ("latent_pca", "reconstructions", "loss_curve", "contingency_autoencoder"):
+        assert (repo / "outputs/evaluate/plots" / f"{png}.png").stat().st_size > 5000
+
+
+def test_second_repro_does_nothing(pipeline):
+    repo, _, _ = pipeline
+    out = _dvc(repo, "repro")
+    assert "wrote" not in out
+    assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
+
+
+def test_mlflow_run_holds_everything(pipeline):
+    import mlflow
+
+    repo, _, uri = pipeline
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("latentlab")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.latent_dim"] == "10" and run.data.params["data.max_train"] == "1500"
+    assert run.data.tags["dataset_sha256"] and len(run.data.tags["git_commit"]) == 40
+    m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    assert run.data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
+    assert run.data.metrics["raw_kmeans/nmi"] == pytest.approx(m["raw_kmeans"]["nmi"])
+    val = client.get_metric_history(run.info.run_id, "val/recon_loss")
+    assert [h.step for h in val] == [0, 1]
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/latent_pca.png" in figures and "figures/loss_curve.png" in figures
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    assert model.encode.__self__ is model
+    assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature is not None
+
+
+def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
+    import mlflow
+
+    repo, _, uri = pipeline
+    _set(repo / "params.yaml", ["cluster.k=5"])
+    out = _dvc(repo, "repro")
+    assert "[cluster] wrote" in out and "[evaluate] wrote" in out
+    assert "[train]" not in out and "[baselines]" in out  # baselines also use k
+    m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id],
+                              order_by=["start_time ASC"])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert [r.data.params["cluster.k"] for r in runs] == ["10", "5"]
+    assert runs[1].data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
