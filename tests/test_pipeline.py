@@ -73,7 +73,7 @@ def test_repro_writes_metrics_for_every_method(pipeline):
         assert set(m[method]) == {"acc", "nmi", "ari", "purity"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
-    assert m["train"]["epochs"] == 2
+    assert m["train"]["epochs"] == 5
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "autoencoder" in shown and "raw_pca_kmeans" in shown
     for png in ("latent_pca", "reconstructions", "loss_curve", "contingency_autoencoder"):
@@ -103,11 +103,16 @@ def test_mlflow_run_holds_everything(pipeline):
     assert run.data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
     assert run.data.metrics["raw_kmeans/nmi"] == pytest.approx(m["raw_kmeans"]["nmi"])
     val = client.get_metric_history(run.info.run_id, "val/recon_loss")
-    assert [h.step for h in val] == [0, 1]
+    assert [h.step for h in val] == [0, 1, 2, 3, 4]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/latent_pca.png" in figures and "figures/loss_curve.png" in figures
+    import numpy as np
+    import torch
+
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    assert model.encode.__self__ is model
+    x = torch.rand(5, 1, 28, 28)
+    assert tuple(model(x).shape) == (5, 1, 28, 28)  # any batch size, not only the example's
+    assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature is not None
 
 
@@ -126,3 +131,17 @@ def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert [r.data.params["cluster.k"] for r in runs] == ["10", "5"]
     assert runs[1].data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
+
+
+def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):
+    repo, _, _ = pipeline
+    before = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    # DVC composes conf/ (Hydra) into params.yaml: the tiny sizes must be overrides too.
+    sets = [a for o in [*TINY, "model.latent_dim=4"] for a in ("-S", o)]
+    _dvc(repo, "exp", "run", "-n", "latent4", *sets)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["model"]["latent_dim"] == 4 and params["cluster"]["k"] == 10
+    after = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    assert after["autoencoder"] != before["autoencoder"]
+    shown = json.loads(_dvc(repo, "exp", "show", "--json"))
+    assert "latent4" in json.dumps(shown)

@@ -25,6 +25,24 @@ PROTOCOLS = ("all", "train_test")
 INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
 
 
+def project_root(start: str | Path | None = None) -> Path:
+    """The repository root: the nearest folder holding dvc.yaml.
+
+    Queued DVC experiments run in a copy under ``<root>/.dvc/tmp/exps/``; their runs
+    still belong in the user's store, so the copy resolves to the real root.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    parts = here.parts
+    if ".dvc" in parts:
+        i = parts.index(".dvc")
+        if parts[i + 1:i + 3] == ("tmp", "exps"):
+            return Path(*parts[:i])
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").exists():
+            return p
+    return here
+
+
 def compose(overrides: list[str] | None = None, config_dir: str | Path = CONF_DIR) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides, as DVC does for ``params.yaml``."""
     from hydra import compose as hydra_compose
@@ -108,7 +126,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=mlp or model=conv), "
                           f"got {target!r}")
     latent = _int(cfg, "model.latent_dim", 1)
-    _int_list(cfg, "model.hidden" if MODELS[target] == "mlp" else "model.channels")
+    if MODELS[target] == "mlp":
+        _int_list(cfg, "model.hidden")
+        _float(cfg, "model.input_dropout", 0.0, 0.95)
+    else:
+        _int_list(cfg, "model.channels")
     _choice(cfg, "model.activation", ACTIVATIONS)
 
     _choice(cfg, "optimizer._target_", OPTIMIZERS)

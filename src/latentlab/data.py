@@ -124,7 +124,11 @@ def resolve_mirror(configured: str | None) -> Path | None:
     value = configured or os.environ.get(MIRROR_ENV) or None
     if value is None:
         return None
-    path = Path(value).expanduser().resolve()
+    from latentlab.config import project_root
+
+    # Relative to the project root, not the working directory: DVC runs queued
+    # experiments in a copy under .dvc/tmp/exps/, where ../shared would miss.
+    path = (project_root() / Path(value).expanduser()).resolve()
     if not path.is_dir():
         source = "data.mirror" if configured else MIRROR_ENV
         raise DataError(f"{source}={value!r} is not a directory; expected a folder in torchvision's "

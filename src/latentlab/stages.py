@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -179,7 +180,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         arch = cfg["model"]["_target_"].rsplit(".", 1)[-1]
         run_id = tracking.log_run(
             cfg=cfg, run_name=f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}-seed{cfg['seed']}",
-            history=hist, metrics=flat, artifacts=[*figures, metrics_out], model=net,
+            history=hist, metrics=flat, artifacts=[*figures, metrics_out, model, history], model=net,
             example=originals.numpy()[:2],
             tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
                   "protocol": cfg["protocol"]})
@@ -200,4 +201,6 @@ def run(stage: Callable[..., str], *args: Any, params: str | Path = "params.yaml
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"[{stage.__name__}] {summary} ({time.perf_counter() - t:.1f}s)", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"[{stage.__name__}] {summary} ({time.perf_counter() - t:.1f}s, peak memory {peak:.2f} GiB)",
+          flush=True)

@@ -17,25 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from latentlab.config import project_root
+
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """The repository root: the nearest folder holding dvc.yaml.
-
-    Queued DVC experiments run in a copy under ``<root>/.dvc/tmp/exps/``; their runs
-    still belong in the user's store, so the copy resolves to the real root.
-    """
-    here = Path(start or Path.cwd()).resolve()
-    parts = here.parts
-    if ".dvc" in parts:
-        i = parts.index(".dvc")
-        if parts[i + 1:i + 3] == ("tmp", "exps"):
-            return Path(*parts[:i])
-    for p in (here, *here.parents):
-        if (p / "dvc.yaml").exists():
-            return p
-    return here
 
 
 def tracking_uri(root: str | Path | None = None) -> str:
@@ -112,7 +96,9 @@ def log_run(*, cfg: Mapping[str, Any], run_name: str, history: list[dict[str, fl
 
         with torch.inference_mode():
             recon = model(torch.from_numpy(example)).numpy()
+        # pt2 (torch.export) needs no pickle and no project code to load; the slim
+        # checkpoint beside it rebuilds the full encoder/decoder with latentlab.
         mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, recon),
-                                 code_paths=[str(Path(__file__).parent)],
+                                 input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         return run.info.run_id

@@ -70,6 +70,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]))
     history = History()
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as ckdir:
         best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)

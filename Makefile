@@ -1,0 +1,31 @@
+# Set-up is part of every target: uv is installed when missing, the locked
+# environment is synced, then the command runs in it.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen
+
+.PHONY: uv repro test test-slow params bench clean
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
+
+# The main job: the default pipeline (download -> train -> embed -> cluster/baselines -> evaluate).
+repro: uv
+	$(RUN) dvc repro
+
+# The fast test suite (a few minutes; what CI runs).
+test: uv
+	$(RUN) pytest
+
+# The long checks, marked `slow`.
+test-slow: uv
+	$(RUN) pytest -m slow
+
+# Rewrite params.yaml from conf/ (DVC does this itself on `dvc exp run`).
+params: uv
+	$(RUN) python -m latentlab.config
+
+# Full-MNIST benchmark of the default pipeline: stage times, peak memory, scores.
+bench: uv
+	$(RUN) python bench/full_mnist.py
