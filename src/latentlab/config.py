@@ -141,6 +141,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _float(cfg, "train.val_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "train.patience", 1)
     _float(cfg, "train.min_delta", 0.0, 1.0)
+    _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
     if not isinstance(_get(cfg, "trainer"), Mapping):
         raise ConfigError(f"trainer must be a mapping of Lightning Trainer arguments, got {cfg['trainer']!r}")
 

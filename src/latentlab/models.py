@@ -118,7 +118,8 @@ class LitAutoencoder(pl.LightningModule):
     """
 
     def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
-                 input_shape: tuple[int, int, int]) -> None:
+                 input_shape: tuple[int, int, int], lr_schedule: str = "constant",
+                 max_epochs: int = 1) -> None:
         super().__init__()
         from hydra.utils import instantiate
 
@@ -146,4 +147,9 @@ class LitAutoencoder(pl.LightningModule):
         return self._step(batch, "test")
 
     def configure_optimizers(self):
-        return self._optimizer(self.parameters())
+        opt = self._optimizer(self.parameters())
+        if self.hparams.lr_schedule == "cosine":
+            # Decays to zero at max_epochs: most of a long run's benefit in a short budget.
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.max_epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return opt

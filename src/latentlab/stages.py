@@ -61,7 +61,8 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     result = training.fit(x_fit, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                           batch_size=t["batch_size"], max_epochs=t["max_epochs"],
                           val_fraction=t["val_fraction"], patience=t["patience"],
-                          min_delta=t["min_delta"], seed=cfg["seed"], workdir=model_out.parent)
+                          min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], seed=cfg["seed"],
+                          workdir=model_out.parent)
     training.save(result, model_out)
     training.write_history(result.history, history_out)
     return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x_fit)} images, "

@@ -58,7 +58,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_size: int,
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
-        workdir: str | Path | None = None) -> FitResult:
+        lr_schedule: str = "constant", workdir: str | Path | None = None) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
@@ -68,7 +68,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     data = torch.from_numpy(np.ascontiguousarray(x))
     train_dl = DataLoader(TensorDataset(data[tr]), batch_size=batch_size, shuffle=True)
     val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
-    lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]))
+    lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
+                         lr_schedule=lr_schedule, max_epochs=max_epochs)
     history = History()
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
