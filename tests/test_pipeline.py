@@ -113,7 +113,6 @@ def test_mlflow_run_holds_everything(pipeline):
     assert [h.step for h in val] == [0, 1, 2, 3, 4]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/latent_pca.png" in figures and "figures/loss_curve.png" in figures
-    import numpy as np
     import torch
 
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
