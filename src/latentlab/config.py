@@ -29,8 +29,13 @@ def project_root(start: str | Path | None = None) -> Path:
     """The repository root: the nearest folder holding dvc.yaml.
 
     Queued DVC experiments run in a copy under ``<root>/.dvc/tmp/exps/``; their runs
-    still belong in the user's store, so the copy resolves to the real root.
+    still belong in the user's store, so the copy resolves to the real root (DVC
+    also says so in ``$DVC_ROOT``).
     """
+    import os
+
+    if start is None and os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path(start or Path.cwd()).resolve()
     parts = here.parts
     if ".dvc" in parts:

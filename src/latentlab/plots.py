@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from latentlab import metric_names as M  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -36,7 +36,7 @@ def latent_scatter(z2: np.ndarray, labels: np.ndarray, clusters: np.ndarray, pat
         fig.colorbar(sc, ax=ax, ticks=np.unique(c)[:20])
     axes[0].set_ylabel("PC 2")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, path: str | Path) -> Path:
@@ -50,7 +50,7 @@ def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, path: str | P
             axes[row, i].axis("off")
     axes[0, 0].set_title("original", loc="left", fontsize=8)
     axes[1, 0].set_title("reconstruction", loc="left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def contingency_heatmap(table: np.ndarray, path: str | Path, title: str) -> Path:
@@ -67,7 +67,7 @@ def contingency_heatmap(table: np.ndarray, path: str | Path, title: str) -> Path
     ax.set_xlabel("cluster")
     ax.set_ylabel("true label")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_curve(history: list[dict[str, float]], path: str | Path) -> Path:
@@ -81,4 +81,4 @@ def loss_curve(history: list[dict[str, float]], path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

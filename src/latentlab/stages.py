@@ -122,8 +122,12 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
 
 
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
-             assignments: list[Path], metrics_out: Path, plots_dir: Path, track: bool = True) -> str:
-    """Score every method, draw the figures, and log the whole execution as one MLflow run."""
+             assignments: list[Path], metrics_out: Path, plots_dir: Path, track: bool = True,
+             run_id: str | None = None) -> str:
+    """Score every method, draw the figures, and log the whole execution as one MLflow run.
+
+    ``run_id``: fill this open run (a sweep job's) instead of creating one.
+    """
     import torch
     from sklearn.decomposition import PCA
 
@@ -178,15 +182,23 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
         flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
                      "epochs": result["train"]["epochs"]})
-        arch = cfg["model"]["_target_"].rsplit(".", 1)[-1]
         run_id = tracking.log_run(
-            cfg=cfg, run_name=f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}-seed{cfg['seed']}",
-            history=hist, metrics=flat, artifacts=[*figures, metrics_out, model, history], model=net,
-            example=originals.numpy()[:2],
+            cfg=cfg, run_id=run_id, history=hist, metrics=flat,
+            artifacts=[*figures, metrics_out, model, history], model=net, example=originals.numpy()[:2],
             tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
                   "protocol": cfg["protocol"]})
         summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
+
+
+def timed(stage: Callable[..., str], cfg: Mapping[str, Any], *args: Any, **kwargs: Any) -> str:
+    """Run one stage and print its summary line with wall time and peak memory."""
+    t = time.perf_counter()
+    summary = stage(cfg, *args, **kwargs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"[{stage.__name__}] {summary} ({time.perf_counter() - t:.1f}s, peak memory {peak:.2f} GiB)",
+          flush=True)
+    return summary
 
 
 def run(stage: Callable[..., str], *args: Any, params: str | Path = "params.yaml", **kwargs: Any) -> None:
@@ -196,12 +208,8 @@ def run(stage: Callable[..., str], *args: Any, params: str | Path = "params.yaml
     """
     from latentlab.config import load_params
 
-    t = time.perf_counter()
     try:
-        summary = stage(load_params(params), *args, **kwargs)
+        timed(stage, load_params(params), *args, **kwargs)
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(f"[{stage.__name__}] {summary} ({time.perf_counter() - t:.1f}s, peak memory {peak:.2f} GiB)",
-          flush=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 from latentlab.config import project_root
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
+SWEEP_TAG = "latentlab.sweep"      # "parent" on a sweep's parent run
 
 
 def tracking_uri(root: str | Path | None = None) -> str:
@@ -28,6 +31,30 @@ def tracking_uri(root: str | Path | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{project_root(root) / 'mlflow.db'}"
+
+
+@contextmanager
+def store_lock(uri: str | None = None) -> Iterator[None]:
+    """Serialise writers of one sqlite store across processes (parallel sweeps, queues).
+
+    sqlite allows one writer at a time: concurrent MLflow clients fail with "database
+    is locked" or race on the schema migration. A server store needs no lock.
+    """
+    uri = uri or tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=900):
+        yield
+
+
+def default_run_name(cfg: Mapping[str, Any]) -> str:
+    arch = cfg["model"]["_target_"].rsplit(".", 1)[-1].removesuffix("Autoencoder").lower()
+    return f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}-seed{cfg['seed']}"
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -55,7 +82,10 @@ def git_commit(root: Path) -> tuple[str, bool]:
 
 
 def ensure_experiment(name: str, root: Path) -> str:
-    """Experiment id; a new experiment keeps its artifacts beside the store at the root."""
+    """Experiment id; a new experiment keeps its artifacts beside the store at the root.
+
+    Call under ``store_lock``: the first call creates the store's schema.
+    """
     import mlflow
 
     exp = mlflow.get_experiment_by_name(name)
@@ -67,20 +97,38 @@ def ensure_experiment(name: str, root: Path) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def log_run(*, cfg: Mapping[str, Any], run_name: str, history: list[dict[str, float]],
+def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: list[dict[str, float]],
             metrics: Mapping[str, float], artifacts: list[Path], model, example: np.ndarray,
-            tags: Mapping[str, str], root: Path | None = None) -> str:
-    """Log one complete run and return its id. The run ends FAILED if any step raises."""
+            tags: Mapping[str, str], root: Path | None = None, run_id: str | None = None) -> str:
+    """Log one complete run and return its id. The run ends FAILED if any step raises.
+
+    ``run_id`` fills a run opened earlier by ``open_run`` (a sweep job's child run);
+    without it a new run is created.
+    """
+    root = project_root(root)
+    with store_lock(tracking_uri(root)):
+        return _log_run(cfg=cfg, run_name=run_name, history=history, metrics=metrics, artifacts=artifacts,
+                        model=model, example=example, tags=tags, root=root, run_id=run_id)
+
+
+def _base_tags() -> dict[str, str]:
+    # The working copy that runs, which for a queued DVC experiment is its temporary copy.
+    commit, dirty = git_commit(Path.cwd())
+    tags = {"git_commit": commit, "git_dirty": str(dirty)}
+    if os.environ.get("DVC_EXP_NAME"):  # set by DVC for queued experiments
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags, root, run_id) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    root = project_root(root)
     mlflow.set_tracking_uri(tracking_uri(root))
-    exp_id = ensure_experiment(cfg["tracking"]["experiment"], root)
-    commit, dirty = git_commit(root)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
-        mlflow.set_tags({"git_commit": commit, "git_dirty": str(dirty), **tags})
-        mlflow.log_params(flatten(cfg))
+    if run_id is None:
+        run_id = open_run(cfg, run_name=run_name, root=root, locked=True)
+    with mlflow.start_run(run_id=run_id) as run:
+        mlflow.set_tags(dict(tags))
         client = mlflow.MlflowClient()
         from mlflow.entities import Metric
 
@@ -102,3 +150,57 @@ def log_run(*, cfg: Mapping[str, Any], run_name: str, history: list[dict[str, fl
                                  input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         return run.info.run_id
+
+
+def open_run(cfg: Mapping[str, Any], *, run_name: str | None = None, parent_run_id: str | None = None,
+             tags: Mapping[str, str] | None = None, root: Path | None = None, locked: bool = False) -> str:
+    """Create a RUNNING run holding the config (a sweep job shows up at once); returns its id."""
+    import mlflow
+
+    root = project_root(root)
+    uri = tracking_uri(root)
+
+    def create() -> str:
+        mlflow.set_tracking_uri(uri)
+        exp_id = ensure_experiment(cfg["tracking"]["experiment"], root)
+        all_tags = {**_base_tags(), **(tags or {})}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        client = mlflow.MlflowClient(uri)
+        run = client.create_run(exp_id, run_name=run_name or default_run_name(cfg), tags=all_tags)
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(cfg).items()])
+        return run.info.run_id
+
+    if locked:
+        return create()
+    with store_lock(uri):
+        return create()
+
+
+def open_parent(experiment: str, *, name: str, tags: Mapping[str, str], root: Path | None = None) -> str:
+    """Create the parent run of a sweep (no params: its children differ)."""
+    import mlflow
+
+    root = project_root(root)
+    uri = tracking_uri(root)
+    with store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        exp_id = ensure_experiment(experiment, root)
+        client = mlflow.MlflowClient(uri)
+        run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), SWEEP_TAG: "parent", **tags})
+        return run.info.run_id
+
+
+def close_run(run_id: str, status: str, *, error: str | None = None, artifacts: list[Path] = (),
+              root: Path | None = None) -> None:
+    """Mark a run FINISHED / FAILED / KILLED, with the error (if any) as a tag and artifacts."""
+    import mlflow
+
+    uri = tracking_uri(project_root(root))
+    with store_lock(uri):
+        client = mlflow.MlflowClient(uri)
+        if error:
+            client.set_tag(run_id, "error", error[:4000])
+        for path in artifacts:
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id, status)

@@ -1,0 +1,222 @@
+"""``latentlab compare``: read runs back from MLflow and tabulate and plot a sweep.
+
+Groups the finished runs by the parameters that vary between them (seed aside), and
+reports each metric's mean, standard deviation and range over seeds, the best
+configuration (by mean) and the best single run. Plots each metric against the
+latent size, one line per architecture (or whatever else varies), with the range
+over seeds as error bars and the raw-pixel baselines as dashed lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from latentlab import metric_names as M
+from latentlab import tracking
+from latentlab.config import MODELS
+from latentlab.errors import LatentlabError
+
+DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari", "recon_mse")
+BASELINES = (M.RAW_KMEANS, M.RAW_PCA_KMEANS)
+# Parameters that differ between runs without changing what was computed.
+IGNORED = {"params.data.mirror", "params.data.cache", "params.seed"}
+LATENT = "params.model.latent_dim"
+
+
+class NothingToCompare(LatentlabError):
+    pass
+
+
+@dataclass
+class Report:
+    runs: pd.DataFrame            # one row per finished run
+    summary: pd.DataFrame         # one row per configuration: mean/std/min/max/n of each metric
+    group_by: list[str]           # the params that vary between configurations
+    best_run: pd.Series
+    failed: int
+    text: str
+    files: list[Path] = field(default_factory=list)
+
+
+def load_runs(*, experiment: str, parent_run_id: str | None = None, uri: str | None = None) -> pd.DataFrame:
+    """Runs of an experiment (or of one sweep) as a DataFrame, parents left out."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri or tracking.tracking_uri())
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise NothingToCompare(f"no MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}")
+    filt = f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else ""
+    df = mlflow.search_runs(experiment_names=[experiment], filter_string=filt, max_results=50000)
+    tag = f"tags.{tracking.SWEEP_TAG}"
+    if tag in df.columns:
+        df = df[df[tag].fillna("") != "parent"]
+    return df.reset_index(drop=True)
+
+
+def latest_sweep(experiment: str, uri: str | None = None) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri or tracking.tracking_uri())
+    df = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{tracking.SWEEP_TAG}` = 'parent'",
+                            order_by=["start_time DESC"], max_results=1)
+    if df.empty:
+        raise NothingToCompare(f"no sweep (parent run) in experiment {experiment!r} at {mlflow.get_tracking_uri()}; "
+                               "run one with `latentlab -m ...`")
+    return str(df["run_id"].iloc[0])
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    if "params.model._target_" in df.columns:  # the architecture, as `model=` names it
+        df["params.model"] = df.pop("params.model._target_").map(lambda t: MODELS.get(t, t))
+    if LATENT in df.columns:
+        df[LATENT] = pd.to_numeric(df[LATENT])
+    return df
+
+
+def summarize(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Per configuration (params that vary, seed aside): mean, std, min, max and n of each metric."""
+    params = [c for c in runs.columns if c.startswith("params.") and c not in IGNORED]
+    group_by = [c for c in params if runs[c].astype(str).nunique() > 1]
+    if LATENT in group_by:  # latent size last: it is the x axis
+        group_by = [c for c in group_by if c != LATENT] + [LATENT]
+    keyed = runs.assign(_all="all") if not group_by else runs
+    g = keyed.groupby(group_by or ["_all"], sort=True)[metrics]
+    summary = g.agg(["mean", "std", "min", "max"])
+    summary.columns = [f"{m} {s}" for m, s in summary.columns]
+    summary.insert(0, "runs", g.size())
+    return summary.reset_index(), group_by
+
+
+def _markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str]) -> str:
+    keys = group_by or ["_all"]
+    head = [k.removeprefix("params.") for k in keys] + ["runs"] + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        cells = [str(r[k]) for k in keys] + [str(int(r["runs"]))]
+        for m in metrics:
+            std = r[f"{m} std"]
+            spread = f" ± {std:.3f}" if np.isfinite(std) else ""
+            cells.append(f"{r[f'{m} mean']:.3f}{spread} [{r[f'{m} min']:.3f}, {r[f'{m} max']:.3f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric: str, path: Path) -> Path:
+    from latentlab.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if LATENT in group_by:
+        series = [c for c in group_by if c != LATENT]
+        groups = summary.groupby(series, sort=True) if series else [((), summary)]
+        for key, s in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{c.removeprefix('params.')}={v}" for c, v in zip(series, key)) or "runs"
+            mean, lo, hi = s[f"{metric} mean"], s[f"{metric} min"], s[f"{metric} max"]
+            ax.errorbar(s[LATENT], mean, yerr=[mean - lo, hi - mean], marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ticks = sorted(summary[LATENT].unique())
+        ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("latent size (model.latent_dim)")
+    else:
+        labels = [", ".join(str(r[c]) for c in group_by) or "all runs" for _, r in summary.iterrows()]
+        mean = summary[f"{metric} mean"]
+        err = [mean - summary[f"{metric} min"], summary[f"{metric} max"] - mean]
+        ax.bar(range(len(summary)), mean, yerr=err, capsize=3)
+        ax.set_xticks(range(len(summary)), labels, rotation=30, ha="right")
+    method, _, score = metric.partition("/")
+    if method == M.AUTOENCODER:
+        for b, style in zip(BASELINES, ("--", ":")):
+            col = f"metrics.{b}/{score}"
+            if col in runs.columns and runs[col].notna().any():
+                ax.axhline(runs[col].mean(), color="grey", linestyle=style, label=f"{b} (baseline)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean over seeds, bars = min..max")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, out_dir: str | Path,
+            metrics: tuple[str, ...] = DEFAULT_METRICS, rank_by: str = f"{M.AUTOENCODER}/acc",
+            uri: str | None = None) -> Report:
+    """Write runs.csv, summary.csv, summary.md and one plot per metric into ``out_dir``."""
+    raw = load_runs(experiment=experiment, parent_run_id=parent_run_id, uri=uri)
+    scope = f"sweep {parent_run_id}" if parent_run_id else f"experiment {experiment!r}"
+    if raw.empty:
+        raise NothingToCompare(f"no runs in {scope}")
+    failed = int((raw["status"] != "FINISHED").sum())
+    runs = _tidy(raw[raw["status"] == "FINISHED"])
+    cols = [f"metrics.{m}" for m in metrics]
+    missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]
+    if runs.empty or missing:
+        raise NothingToCompare(f"{scope}: {len(runs)} finished runs, {failed} not finished"
+                               + (f"; no metric {missing} logged" if missing and not runs.empty else ""))
+    if f"metrics.{rank_by}" not in runs.columns:
+        raise LatentlabError(f"--rank-by {rank_by!r} is not a logged metric; try one of {list(metrics)}")
+    runs = runs.rename(columns=dict(zip(cols, metrics)))
+    summary, group_by = summarize(runs, list(metrics))
+    best_run = runs.loc[runs[rank_by].idxmax()]
+    best_cfg = summary.loc[summary[f"{rank_by} mean"].idxmax()]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = ["run_id", "tags.mlflow.runName", "status", *group_by, "params.seed", *metrics]
+    runs[[c for c in keep if c in runs.columns]].to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    table = _markdown(summary, group_by, list(metrics))
+    cfg_desc = ", ".join(f"{c.removeprefix('params.')}={best_cfg[c]}" for c in group_by) or "all runs"
+    text = "\n".join([
+        f"# {scope}: {len(runs)} finished runs" + (f", {failed} failed or unfinished" if failed else ""),
+        "", "mean ± std [min, max] over seeds", "", table, "",
+        f"best configuration by mean {rank_by}: {cfg_desc} ({best_cfg[f'{rank_by} mean']:.4f} over "
+        f"{int(best_cfg['runs'])} runs)",
+        f"best single run: {best_run['run_id']} ({best_run.get('tags.mlflow.runName', '')}) "
+        f"{rank_by} {best_run[rank_by]:.4f}",
+    ])
+    (out / "summary.md").write_text(text + "\n")
+    files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
+    files += [_plot(runs, summary, group_by, m, out / f"{m.replace('/', '_')}.png") for m in metrics]
+    return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run, failed=failed,
+                  text=text, files=files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="latentlab compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="latentlab", help="MLflow experiment (default: latentlab)")
+    p.add_argument("--sweep", metavar="RUN_ID", help="a sweep's parent run id, or 'latest'; "
+                   "default: every run of the experiment (DVC runs included)")
+    p.add_argument("--out", type=Path, default=Path("compare"), help="output folder (default: ./compare)")
+    p.add_argument("--metric", action="append", dest="metrics", help="metric to report (repeatable); "
+                   f"default: {' '.join(DEFAULT_METRICS)}")
+    p.add_argument("--rank-by", default=f"{M.AUTOENCODER}/acc", help="metric that picks the best (higher is better)")
+    p.add_argument("--log-to-parent", action="store_true", help="also attach the outputs to the sweep's parent run")
+    a = p.parse_args(argv)
+    try:
+        parent = latest_sweep(a.experiment) if a.sweep == "latest" else a.sweep
+        report = compare(experiment=a.experiment, parent_run_id=parent, out_dir=a.out,
+                         metrics=tuple(a.metrics or DEFAULT_METRICS), rank_by=a.rank_by)
+    except LatentlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.text)
+    print(f"\nwrote {', '.join(str(f) for f in report.files)}")
+    if a.log_to_parent:
+        if not parent:
+            print("error: --log-to-parent needs --sweep", file=sys.stderr)
+            return 2
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking.tracking_uri())
+        with tracking.store_lock():
+            for f in report.files:
+                client.log_artifact(parent, str(f), artifact_path="compare")
+    return 0
