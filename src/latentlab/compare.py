@@ -44,13 +44,20 @@ class Report:
     files: list[Path] = field(default_factory=list)
 
 
-def load_runs(*, experiment: str, parent_run_id: str | None = None, uri: str | None = None) -> pd.DataFrame:
-    """Runs of an experiment (or of one sweep) as a DataFrame, parents left out."""
+def _connect(experiment: str, uri: str | None) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(uri or tracking.tracking_uri())
     if mlflow.get_experiment_by_name(experiment) is None:
-        raise NothingToCompare(f"no MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()}")
+        raise NothingToCompare(f"no MLflow experiment {experiment!r} at {mlflow.get_tracking_uri()} "
+                               "(set MLFLOW_TRACKING_URI, or --experiment)")
+
+
+def load_runs(*, experiment: str, parent_run_id: str | None = None, uri: str | None = None) -> pd.DataFrame:
+    """Runs of an experiment (or of one sweep) as a DataFrame, parents left out."""
+    import mlflow
+
+    _connect(experiment, uri)
     filt = f"tags.`{tracking.PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else ""
     df = mlflow.search_runs(experiment_names=[experiment], filter_string=filt, max_results=50000)
     tag = f"tags.{tracking.SWEEP_TAG}"
@@ -62,7 +69,7 @@ def load_runs(*, experiment: str, parent_run_id: str | None = None, uri: str | N
 def latest_sweep(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
-    mlflow.set_tracking_uri(uri or tracking.tracking_uri())
+    _connect(experiment, uri)
     df = mlflow.search_runs(experiment_names=[experiment], filter_string=f"tags.`{tracking.SWEEP_TAG}` = 'parent'",
                             order_by=["start_time DESC"], max_results=1)
     if df.empty:

@@ -1,0 +1,134 @@
+"""Hydra sweeps with the installed `latentlab` command: parallel jobs, MLflow parent/child runs, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MIRROR, TINY
+
+BIN = Path(sys.executable).parent
+TINY_SWEEP = [o for o in TINY if not o.startswith("train.max_epochs")] + ["train.max_epochs=2"]
+
+
+def latentlab(cwd: Path, *args: str, check: bool = True, uri: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LATENTLAB_DATA_MIRROR": str(MIRROR), **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
+    r = subprocess.run([str(BIN / "latentlab"), *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check:
+        assert r.returncode == 0, f"latentlab {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def runs_of(uri: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("latentlab")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def parallel_sweep(tmp_path_factory, mirror):
+    """8 jobs (2 architectures x 2 latent sizes x 2 seeds), two at a time with joblib."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    r = latentlab(tmp, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_SWEEP,
+                  "model=mlp,conv", "model.latent_dim=2,4", "seed=0,1", uri=uri)
+    return tmp, uri, r.stdout + r.stderr
+
+
+def test_parallel_sweep_loses_no_run_and_no_metric(parallel_sweep):
+    tmp, uri, out = parallel_sweep
+    assert "database is locked" not in out
+    client, runs = runs_of(uri)
+    parents = [r for r in runs if r.data.tags.get("latentlab.sweep") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert "model.latent_dim=2,4" in parent.data.tags["sweep.overrides"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 8 == len(runs) - 1
+    assert all(r.info.status == "FINISHED" for r in children)
+    combos = {(r.data.params["model._target_"].rsplit(".", 1)[1], r.data.params["model.latent_dim"],
+               r.data.params["seed"]) for r in children}
+    assert len(combos) == 8
+    for r in children:
+        for m in ("autoencoder/acc", "autoencoder/nmi", "raw_kmeans/acc", "raw_pca_kmeans/nmi", "recon_mse"):
+            assert m in r.data.metrics, (r.info.run_name, m)
+        assert [h.step for h in client.get_metric_history(r.info.run_id, "val/recon_loss")] == [0, 1]
+        # each job's outputs in its own folder, and they are what MLflow holds
+        job_dir = Path(parent.data.tags["sweep.dir"]) / r.data.tags["hydra.job_num"]
+        metrics = json.loads((job_dir / "evaluate/metrics.json").read_text())
+        assert metrics["autoencoder"]["acc"] == pytest.approx(r.data.metrics["autoencoder/acc"])
+
+
+def test_data_and_baselines_are_prepared_once_per_sweep(parallel_sweep):
+    tmp, _, out = parallel_sweep
+    assert out.count("[download] wrote") == 1
+    assert out.count("[baselines] wrote") == 2  # one per seed
+    assert out.count("[train] wrote") == 8
+    assert len(list((tmp / "data/cache").glob("prepared-*.npz"))) == 1
+
+
+def test_parent_run_carries_the_comparison(parallel_sweep):
+    import mlflow
+
+    tmp, uri, out = parallel_sweep
+    client, runs = runs_of(uri)
+    parent = next(r for r in runs if r.data.tags.get("latentlab.sweep") == "parent")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.md", "summary.csv", "runs.csv", "autoencoder_acc.png"} <= names
+    local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="summary.md",
+                                                     tracking_uri=uri))
+    table = local.read_text()
+    assert "| mlp | 4 | 2 |" in table and "| conv | 2 | 2 |" in table
+    assert "best single run" in table
+
+
+def test_compare_command_summarises_the_latest_sweep(parallel_sweep):
+    import pandas as pd
+
+    tmp, uri, _ = parallel_sweep
+    r = latentlab(tmp, "compare", "--sweep", "latest", "--out", "cmp", uri=uri)
+    assert "8 finished runs" in r.stdout
+    summary = pd.read_csv(tmp / "cmp/summary.csv")
+    assert len(summary) == 4 and set(summary["runs"]) == {2}
+    # the mean over seeds is the mean of the runs' own metrics
+    _, runs = runs_of(uri)
+    accs = [r.data.metrics["autoencoder/acc"] for r in runs
+            if r.data.params.get("model._target_", "").endswith("MLPAutoencoder")
+            and r.data.params["model.latent_dim"] == "4"]
+    row = summary[(summary["params.model"] == "mlp") & (summary["params.model.latent_dim"] == 4)].iloc[0]
+    assert row["autoencoder/acc mean"] == pytest.approx(sum(accs) / 2)
+    assert row["autoencoder/acc min"] == pytest.approx(min(accs))
+    for png in ("autoencoder_acc.png", "autoencoder_nmi.png", "recon_mse.png"):
+        assert (tmp / "cmp" / png).stat().st_size > 10_000
+
+
+def test_compare_without_runs_is_a_clear_error(tmp_path):
+    r = latentlab(tmp_path, "compare", "--sweep", "latest", check=False)
+    assert r.returncode == 2
+    assert "error: no MLflow experiment 'latentlab'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_single_run_rejects_a_bad_value_before_any_work(tmp_path):
+    r = latentlab(tmp_path, "model.latent_dim=0", check=False)
+    assert r.returncode == 2
+    assert "error: model.latent_dim must be an int >= 1, got 0" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
+
+
+def test_a_failed_job_does_not_stop_the_sweep_and_fails_the_parent(tmp_path):
+    r = latentlab(tmp_path, "-m", *TINY_SWEEP, "model.latent_dim=0,3", check=False)
+    assert r.returncode != 0
+    assert "model.latent_dim must be an int >= 1, got 0" in r.stdout + r.stderr
+    _, runs = runs_of(os.environ["MLFLOW_TRACKING_URI"])
+    parent = next(r for r in runs if r.data.tags.get("latentlab.sweep") == "parent")
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FAILED"
+    assert [(c.data.params["model.latent_dim"], c.info.status) for c in children] == [("3", "FINISHED")]
