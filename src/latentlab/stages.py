@@ -65,7 +65,8 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
                           workdir=model_out.parent)
     training.save(result, model_out)
     training.write_history(result.history, history_out)
-    return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x_fit)} images, "
+    procs = f" in {result.world_size} processes" if result.world_size > 1 else ""
+    return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x_fit)} images{procs}, "
             f"best {M.VAL_LOSS} {result.best_val_loss:.5f} at epoch {result.best_epoch}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 import warnings
@@ -25,9 +26,14 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 class History(Callback):
-    """Collects the per-epoch train and validation loss for the plot file and MLflow."""
+    """Collects the per-epoch train and validation loss for the plot file and MLflow.
 
-    def __init__(self) -> None:
+    Rank zero also writes them to ``path``: under ``ddp_spawn`` training runs in
+    child processes, and only the weights come back to the caller.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -37,6 +43,15 @@ class History(Callback):
         if M.TRAIN_LOSS in m and M.VAL_LOSS in m:
             self.rows.append({"epoch": trainer.current_epoch, M.TRAIN_LOSS: float(m[M.TRAIN_LOSS]),
                               M.VAL_LOSS: float(m[M.VAL_LOSS])})
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps({"world_size": trainer.world_size, "rows": self.rows}))
+
+    def read(self) -> tuple[list[dict[str, float]], int]:
+        """(rows, world size) as rank zero saw them."""
+        if not self.path.exists():
+            return [], 1
+        saved = json.loads(self.path.read_text())
+        return saved["rows"], saved["world_size"]
 
 
 @dataclass
@@ -46,7 +61,7 @@ class FitResult:
     history: list[dict[str, float]]
     best_val_loss: float
     best_epoch: int
-    stopped_epoch: int
+    world_size: int = 1  # training processes (2+ under DDP)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +77,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
+    ``trainer`` goes to Lightning's Trainer as is: ``strategy: ddp_spawn, devices: 2``
+    trains in 2 processes (each sees half of every epoch; losses are averaged).
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     tr, va = split_indices(len(x), val_fraction, seed)
@@ -70,10 +87,10 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
                          lr_schedule=lr_schedule, max_epochs=max_epochs)
-    history = History()
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as ckdir:
+        history = History(Path(ckdir) / "history.json")
         best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
         t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop],
@@ -81,11 +98,11 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         t.fit(lit, train_dl, val_dl)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         lit.load_state_dict(state)
-        best_epoch = min(history.rows, key=lambda r: r[M.VAL_LOSS])["epoch"] if history.rows else 0
+        rows, world_size = history.read()
+    best_row = min(rows, key=lambda r: r[M.VAL_LOSS])
     lit.net.eval()
-    return FitResult(net=lit.net, hparams=dict(lit.hparams), history=history.rows,
-                     best_val_loss=float(best.best_model_score), best_epoch=best_epoch,
-                     stopped_epoch=t.current_epoch)
+    return FitResult(net=lit.net, hparams=dict(lit.hparams), history=rows, best_val_loss=best_row[M.VAL_LOSS],
+                     best_epoch=int(best_row["epoch"]), world_size=world_size)
 
 
 def save(result: FitResult, path: str | Path) -> None:
