@@ -132,3 +132,30 @@ def test_a_failed_job_does_not_stop_the_sweep_and_fails_the_parent(tmp_path):
     children = [r for r in runs if r is not parent]
     assert parent.info.status == "FAILED"
     assert [(c.data.params["model.latent_dim"], c.info.status) for c in children] == [("3", "FINISHED")]
+
+
+def test_submitit_launcher_runs_the_sweep(tmp_path):
+    """Hydra's submitit launcher, locally: the same code path as SLURM, minus the scheduler."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    latentlab(tmp_path, "-m", "hydra/launcher=submitit_local", *TINY_SWEEP, "seed=0,1", uri=uri)
+    _, runs = runs_of(uri)
+    parent = next(r for r in runs if r.data.tags.get("latentlab.sweep") == "parent")
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep.launcher"] == "LocalLauncher"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_slurm_preset_follows_the_trainer():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from latentlab.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["hydra/launcher=slurm", "trainer=ddp", "trainer.strategy=ddp",
+                                 "trainer.num_nodes=2", "trainer.devices=4"], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher["nodes"], launcher["tasks_per_node"]) == (2, 4)
+    assert launcher["timeout_min"] == 240 and launcher["array_parallelism"] == 64
