@@ -93,6 +93,24 @@ def test_second_repro_does_nothing(pipeline):
     assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
 
 
+def test_dvc_remote_restores_outputs_in_a_fresh_clone_without_recomputing(pipeline):
+    repo, _, _ = pipeline
+    remote = repo.parent / "remote"
+    _dvc(repo, "remote", "add", "-d", "storage", str(remote))
+    _dvc(repo, "push")
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "tiny run"]):
+        subprocess.run(cmd, cwd=repo, check=True)
+    clone = repo.parent / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "outputs").exists()
+    _dvc(clone, "pull")
+    assert _dvc(clone, "status").strip() == "Data and pipelines are up to date."
+    out = _dvc(clone, "repro")
+    assert "wrote" not in out  # nothing recomputed
+    for f in ("outputs/evaluate/metrics.json", "outputs/train/model.pt", "data/prepared.npz"):
+        assert (clone / f).read_bytes() == (repo / f).read_bytes(), f
+
+
 def test_mlflow_run_holds_everything(pipeline):
     import mlflow
 
@@ -151,6 +169,43 @@ def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):
     assert after["autoencoder"] != before["autoencoder"]
     shown = json.loads(_dvc(repo, "exp", "show", "--json"))
     assert "latent4" in json.dumps(shown)
+
+
+def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path, mirror):
+    """`dvc exp run --queue` + `dvc queue start -j 2`: the runs land in <repo>/mlflow.db."""
+    import time
+
+    import mlflow
+
+    repo = _copy_project(tmp_path / "repo")
+    # No MLFLOW_TRACKING_URI: the default store, which queued runs (in a temporary copy
+    # under .dvc/tmp/exps) must still find at the repository root.
+    (tmp_path / "env.json").write_text(json.dumps({
+        "MLFLOW_TRACKING_URI": "", "LATENTLAB_DATA_MIRROR": str(mirror), "LATENTLAB_CACHE": str(tmp_path / "cache")}))
+    sets = [a for o in TINY for a in ("-S", o)]
+    _dvc(repo, "exp", "run", "--queue", *sets, "-S", "model.latent_dim=2,8,16")
+    _dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
+    while any(s in (status := _dvc(repo, "queue", "status")) for s in ("Queued", "Running")):
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 3, status
+    exps = json.loads(_dvc(repo, "exp", "show", "--json"))
+    found = {}
+    for e in (e for top in exps for e in top["experiments"] or []):  # experiments hang off their baseline
+        for rev in e["revs"]:
+            data = rev["data"]
+            latent = data["params"]["params.yaml"]["data"]["model"]["latent_dim"]
+            found[latent] = (rev["name"], data["metrics"]["outputs/evaluate/metrics.json"]["data"])
+    assert set(found) == {2, 8, 16}
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        name, metrics = found[int(r.data.params["model.latent_dim"])]
+        assert r.data.tags["dvc_exp_name"] == name
+        assert r.data.metrics["autoencoder/acc"] == pytest.approx(metrics["autoencoder"]["acc"])
+    assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))  # nothing left in the temporary copies
 
 
 @pytest.mark.slow
