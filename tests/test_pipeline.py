@@ -138,6 +138,14 @@ def test_mlflow_run_holds_everything(pipeline):
     assert tuple(model(x).shape) == (5, 1, 28, 28)  # any batch size, not only the example's
     assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature is not None
+    # the UI opens on the runs table, and its shared view names columns that exist
+    from latentlab.tracking import UI_COLUMNS
+
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert json.loads(exp.tags["mlflow.sharedViewState.latentlab"])["selectedColumns"] == UI_COLUMNS
+    for col in UI_COLUMNS:
+        kind, key = col.split(".", 1)
+        assert key.strip("`") in (run.data.metrics if kind == "metrics" else run.data.params), col
 
 
 def test_changing_a_clustering_param_reruns_downstream_only(pipeline):

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from latentlab import metric_names as M
 from latentlab.config import project_root
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -81,6 +82,22 @@ def git_commit(root: Path) -> tuple[str, bool]:
     return commit, dirty
 
 
+# The MLflow UI (3.x) opens experiments on its GenAI pages and shows no metric columns
+# until the user picks them. These experiment tags make it open on the runs table,
+# and `?viewStateShareKey=latentlab` selects the columns a comparison needs.
+UI_VIEW_KEY = "latentlab"
+UI_COLUMNS = [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
+              f"metrics.`{M.RAW_KMEANS}/acc`", f"metrics.`{M.RAW_PCA_KMEANS}/acc`", "metrics.`recon_mse`",
+              *(f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed"))]
+
+
+def _ui_tags() -> dict[str, str]:
+    import json
+
+    return {"mlflow.experimentKind": "custom_model_development",
+            f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps({"selectedColumns": UI_COLUMNS})}
+
+
 def ensure_experiment(name: str, root: Path) -> str:
     """Experiment id; a new experiment keeps its artifacts beside the store at the root.
 
@@ -90,11 +107,14 @@ def ensure_experiment(name: str, root: Path) -> str:
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        if f"mlflow.sharedViewState.{UI_VIEW_KEY}" not in exp.tags:
+            for k, v in _ui_tags().items():
+                mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = (project_root(root) / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags=_ui_tags())
 
 
 def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: list[dict[str, float]],
