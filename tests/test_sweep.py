@@ -88,6 +88,12 @@ def test_parent_run_carries_the_comparison(parallel_sweep):
     table = local.read_text()
     assert "| mlp | 4 | 2 |" in table and "| conv | 2 | 2 |" in table
     assert "best single run" in table
+    # the parent's row shows the best configuration's mean over seeds
+    best = parent.data.tags["sweep.best_config"]
+    model, latent = (kv.split("=")[1] for kv in best.split(", "))
+    accs = [r.data.metrics["autoencoder/acc"] for r in runs if r.data.params.get("model.latent_dim") == latent
+            and r.data.params["model._target_"].lower().startswith(f"latentlab.models.{model}")]
+    assert len(accs) == 2 and parent.data.metrics["autoencoder/acc"] == pytest.approx(sum(accs) / 2)
 
 
 def test_compare_command_summarises_the_latest_sweep(parallel_sweep):

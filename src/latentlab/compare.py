@@ -39,6 +39,8 @@ class Report:
     summary: pd.DataFrame         # one row per configuration: mean/std/min/max/n of each metric
     group_by: list[str]           # the params that vary between configurations
     best_run: pd.Series
+    best_config: dict[str, float]  # mean of each metric over the seeds of the best configuration
+    best_config_name: str
     failed: int
     text: str
     files: list[Path] = field(default_factory=list)
@@ -191,8 +193,9 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     (out / "summary.md").write_text(text + "\n")
     files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
     files += [_plot(runs, summary, group_by, m, out / f"{m.replace('/', '_')}.png") for m in metrics]
-    return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run, failed=failed,
-                  text=text, files=files)
+    return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run,
+                  best_config={m: float(best_cfg[f"{m} mean"]) for m in metrics}, best_config_name=cfg_desc,
+                  failed=failed, text=text, files=files)
 
 
 def main(argv: list[str] | None = None) -> int:

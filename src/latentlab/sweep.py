@@ -129,17 +129,20 @@ class MLflowSweep(Callback):
         from latentlab import compare
 
         artifacts: list[Path] = []
+        metrics, tags = None, None
         try:
             report = compare.compare(parent_run_id=parent, experiment=self.experiment,
                                      out_dir=self.sweep_dir / "compare")
             artifacts = report.files
+            # The parent's row in the UI shows the best configuration's mean over seeds.
+            metrics, tags = report.best_config, {"sweep.best_config": report.best_config_name}
             print(report.text, flush=True)
             if report.failed:
                 status = "FAILED"
         except compare.NothingToCompare as err:
             print(f"[sweep] {err}", flush=True)
             status = "FAILED"
-        tracking.close_run(parent, status, artifacts=artifacts)
+        tracking.close_run(parent, status, artifacts=artifacts, metrics=metrics, tags=tags)
         print(f"[sweep] parent run {parent} {status}; comparison in {self.sweep_dir / 'compare'}", flush=True)
 
 

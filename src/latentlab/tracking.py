@@ -212,8 +212,9 @@ def open_parent(experiment: str, *, name: str, tags: Mapping[str, str], root: Pa
 
 
 def close_run(run_id: str, status: str, *, error: str | None = None, artifacts: list[Path] = (),
+              metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None,
               root: Path | None = None) -> None:
-    """Mark a run FINISHED / FAILED / KILLED, with the error (if any) as a tag and artifacts."""
+    """Mark a run FINISHED / FAILED / KILLED, with the error (if any) as a tag, and last metrics and artifacts."""
     import mlflow
 
     uri = tracking_uri(project_root(root))
@@ -221,6 +222,11 @@ def close_run(run_id: str, status: str, *, error: str | None = None, artifacts: 
         client = mlflow.MlflowClient(uri)
         if error:
             client.set_tag(run_id, "error", error[:4000])
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v)
+        if metrics:
+            client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                                              for k, v in metrics.items()])
         for path in artifacts:
             client.log_artifact(run_id, str(path))
         client.set_terminated(run_id, status)
