@@ -172,43 +172,37 @@ def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags
         return run.info.run_id
 
 
+def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], root: Path) -> str:
+    """A RUNNING run; call under ``store_lock``."""
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    exp_id = ensure_experiment(experiment, root)
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), **tags})
+    if params:
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
 def open_run(cfg: Mapping[str, Any], *, run_name: str | None = None, parent_run_id: str | None = None,
              tags: Mapping[str, str] | None = None, root: Path | None = None, locked: bool = False) -> str:
     """Create a RUNNING run holding the config (a sweep job shows up at once); returns its id."""
-    import mlflow
-
     root = project_root(root)
-    uri = tracking_uri(root)
-
-    def create() -> str:
-        mlflow.set_tracking_uri(uri)
-        exp_id = ensure_experiment(cfg["tracking"]["experiment"], root)
-        all_tags = {**_base_tags(), **(tags or {})}
-        if parent_run_id:
-            all_tags[PARENT_TAG] = parent_run_id
-        client = mlflow.MlflowClient(uri)
-        run = client.create_run(exp_id, run_name=run_name or default_run_name(cfg), tags=all_tags)
-        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in flatten(cfg).items()])
-        return run.info.run_id
-
+    all_tags = {**(tags or {}), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+    args = (cfg["tracking"]["experiment"], run_name or default_run_name(cfg), all_tags, flatten(cfg), root)
     if locked:
-        return create()
-    with store_lock(uri):
-        return create()
+        return _create_run(*args)
+    with store_lock(tracking_uri(root)):
+        return _create_run(*args)
 
 
 def open_parent(experiment: str, *, name: str, tags: Mapping[str, str], root: Path | None = None) -> str:
     """Create the parent run of a sweep (no params: its children differ)."""
-    import mlflow
-
     root = project_root(root)
-    uri = tracking_uri(root)
-    with store_lock(uri):
-        mlflow.set_tracking_uri(uri)
-        exp_id = ensure_experiment(experiment, root)
-        client = mlflow.MlflowClient(uri)
-        run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), SWEEP_TAG: "parent", **tags})
-        return run.info.run_id
+    with store_lock(tracking_uri(root)):
+        return _create_run(experiment, name, {SWEEP_TAG: "parent", **tags}, {}, root)
 
 
 def close_run(run_id: str, status: str, *, error: str | None = None, artifacts: list[Path] = (),
