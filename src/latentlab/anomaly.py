@@ -1,0 +1,165 @@
+"""Anomaly scores from an autoencoder: reconstruction error, latent-space distance, both.
+
+A sample is described by its features ``X`` of shape (N, 1 + d): column 0 is its
+reconstruction error (see ``reconstruction_error``), columns 1.. its latent vector.
+``AnomalyScorer`` follows scikit-learn: ``fit`` on normal samples only,
+``score_samples`` (higher = more anomalous), ``threshold_`` set on held-out normal
+samples, ``predict`` (1 = anomaly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.covariance import LedoitWolf
+from sklearn.neighbors import NearestNeighbors
+
+from latentlab.errors import ConfigError
+
+RECON_ERRORS = ("mse", "max", "ssim")
+SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis")
+THRESHOLDS = ("percentile", "fpr")
+
+
+def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, kind: str = "mse") -> np.ndarray:
+    """(N, C, H, W) images and reconstructions in [0, 1] -> (N,) errors.
+
+    mse: mean squared error; max: the worst pixel's squared error (a small, sharp
+    defect); ssim: 1 - structural similarity (structure rather than intensity).
+    """
+    if kind not in RECON_ERRORS:
+        raise ConfigError(f"reconstruction error must be one of {list(RECON_ERRORS)}, got {kind!r}")
+    if kind == "ssim":
+        from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+        # 7x7 window: MNIST's 28x28 images are too small for the usual 11x11.
+        s = ssim(recon.float(), x.float(), data_range=1.0, kernel_size=7, reduction="none")
+        return (1.0 - s).numpy().astype(np.float64)
+    sq = (recon.float() - x.float()).pow(2).flatten(1)
+    return (sq.mean(1) if kind == "mse" else sq.amax(1)).numpy().astype(np.float64)
+
+
+class AnomalyScorer(BaseEstimator):
+    """Scores samples by how unlike the normal training data they are.
+
+    Parameters
+    ----------
+    score : "recon" (reconstruction error), "knn" (mean distance to the k nearest normal
+        latents), "mahalanobis" (in latent space, shrunk covariance), or the sum of
+        reconstruction error and a latent score, each standardised on normal data.
+    k : neighbours for "knn".
+    threshold : "percentile" (the ``percentile``-th percentile of held-out normal
+        scores) or "fpr" (the score that flags a fraction ``target_fpr`` of them).
+    """
+
+    def __init__(self, score: str = "recon+knn", k: int = 5, threshold: str = "percentile",
+                 percentile: float = 95.0, target_fpr: float = 0.05) -> None:
+        self.score = score
+        self.k = k
+        self.threshold = threshold
+        self.percentile = percentile
+        self.target_fpr = target_fpr
+
+    def _validate(self, X: np.ndarray) -> np.ndarray:
+        if self.score not in SCORES:
+            raise ConfigError(f"anomaly score must be one of {list(SCORES)}, got {self.score!r}")
+        if self.threshold not in THRESHOLDS:
+            raise ConfigError(f"threshold must be one of {list(THRESHOLDS)}, got {self.threshold!r}")
+        if not (isinstance(self.k, int) and self.k >= 1):
+            raise ConfigError(f"k must be an int >= 1, got {self.k!r}")
+        if not 0.0 < self.percentile < 100.0:
+            raise ConfigError(f"percentile must be in (0, 100), got {self.percentile!r}")
+        if not 0.0 < self.target_fpr < 1.0:
+            raise ConfigError(f"target_fpr must be in (0, 1), got {self.target_fpr!r}")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] < 2:
+            raise ConfigError(f"X must have shape (N, 1 + latent_dim), got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ConfigError("X holds NaN or infinite values")
+        return X
+
+    def _latent(self, Z: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+        if self.score.endswith("knn"):
+            d, _ = self.nn_.kneighbors(Z, n_neighbors=self.k + exclude_self)
+            return d[:, exclude_self:].mean(1)
+        return self.cov_.mahalanobis(Z)
+
+    def _raw(self, X: np.ndarray, exclude_self: bool = False) -> dict[str, np.ndarray]:
+        parts = {}
+        if self.score.startswith("recon"):
+            parts["recon"] = X[:, 0]
+        if self.score != "recon":
+            parts["latent"] = self._latent(X[:, 1:], exclude_self)
+        return parts
+
+    def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        if len(parts) == 1:
+            return next(iter(parts.values()))
+        return sum((v - self.loc_[k]) / self.scale_[k] for k, v in parts.items())
+
+    def fit(self, X: np.ndarray, X_val: np.ndarray | None = None) -> AnomalyScorer:
+        """X: (N, 1 + d) features of normal training samples; X_val: held-out normal
+        samples for the standardisation and the threshold (default: X itself, with
+        each sample left out of its own neighbours)."""
+        X = self._validate(X)
+        if self.score.endswith("knn"):
+            if len(X) <= self.k:
+                raise ConfigError(f"k={self.k} needs more than {self.k} normal samples, got {len(X)}")
+            self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(X[:, 1:])
+        elif self.score.endswith("mahalanobis"):
+            self.cov_ = LedoitWolf().fit(X[:, 1:])
+        if X_val is None:
+            parts = self._raw(X, exclude_self=True)
+        else:
+            parts = self._raw(self._validate(X_val))
+        self.loc_ = {k: float(np.median(v)) for k, v in parts.items()}
+        # Robust spread: a few anomalies leaking into "normal" data barely move it.
+        self.scale_ = {k: float(np.subtract(*np.percentile(v, [75, 25]))) or 1.0 for k, v in parts.items()}
+        val_scores = self._combine(parts)
+        q = self.percentile if self.threshold == "percentile" else 100.0 * (1.0 - self.target_fpr)
+        self.threshold_ = float(np.percentile(val_scores, q))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """(N, 1 + d) -> (N,) anomaly scores; higher is more anomalous."""
+        X = self._validate(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ConfigError(f"X has {X.shape[1]} columns, the scorer was fitted on {self.n_features_in_}")
+        return self._combine(self._raw(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """(N,) 1 for an anomaly (score above ``threshold_``), 0 for normal."""
+        return (self.score_samples(X) > self.threshold_).astype(np.int64)
+
+
+@dataclass
+class AnomalyMetrics:
+    auroc: float
+    auprc: float            # average precision; chance level is the anomaly fraction
+    precision: float        # at the scorer's threshold
+    recall: float
+    f1: float
+    recall_at_fpr: float    # recall when a fraction ``fpr`` of normal samples is flagged
+    fpr: float
+    anomaly_fraction: float
+
+
+def anomaly_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float,
+                    fpr: float = 0.05) -> AnomalyMetrics:
+    """Metrics for unbalanced data: is_anomaly (N,) 0/1, scores (N,), higher = anomalous."""
+    from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score, roc_curve
+
+    y = np.asarray(is_anomaly).astype(int)
+    if set(np.unique(y)) != {0, 1}:
+        raise ConfigError("anomaly metrics need both normal (0) and anomalous (1) samples")
+    p, r, f, _ = precision_recall_fscore_support(y, (scores > threshold).astype(int), average="binary",
+                                                 zero_division=0)
+    fprs, tprs, _ = roc_curve(y, scores)
+    return AnomalyMetrics(auroc=float(roc_auc_score(y, scores)), auprc=float(average_precision_score(y, scores)),
+                          precision=float(p), recall=float(r), f1=float(f),
+                          recall_at_fpr=float(tprs[np.searchsorted(fprs, fpr, side="right") - 1]), fpr=fpr,
+                          anomaly_fraction=float(y.mean()))

@@ -1,0 +1,120 @@
+"""The anomaly scorer and its metrics, on data whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentlab.anomaly import AnomalyScorer, anomaly_metrics, reconstruction_error
+from latentlab.errors import ConfigError
+
+
+def _normal(n: int, rng) -> np.ndarray:
+    """(n, 1 + 4) features: small reconstruction errors, standard-normal latents."""
+    return np.column_stack([rng.gamma(4.0, 0.005, n), rng.normal(size=(n, 4))])
+
+
+def _mixed(rng, n_normal=2000, n_anom=40, latent_shift=3.0, err_scale=2.0):
+    anom = _normal(n_anom, rng)
+    anom[:, 0] *= err_scale
+    anom[:, 1:] += latent_shift
+    return np.vstack([_normal(n_normal, rng), anom]), np.r_[np.zeros(n_normal), np.ones(n_anom)]
+
+
+@pytest.mark.parametrize("score", ["recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis"])
+def test_every_score_separates_shifted_anomalies(score):
+    rng = np.random.default_rng(0)
+    scorer = AnomalyScorer(score=score).fit(_normal(3000, rng), _normal(1000, rng))
+    X, y = _mixed(rng)
+    m = anomaly_metrics(y, scorer.score_samples(X), scorer.threshold_)
+    assert m.anomaly_fraction == pytest.approx(40 / 2040)
+    floor = 0.75 if score == "recon" else 0.97  # errors only double; latents move 3 sd
+    assert m.auroc > floor, (score, m)
+
+
+def test_combining_recovers_an_anomaly_that_only_one_view_sees():
+    rng = np.random.default_rng(1)
+    train, val = _normal(3000, rng), _normal(1000, rng)
+    X = _normal(2000, rng)
+    y = np.zeros(2000)
+    X[:20, 0] *= 6.0          # bad reconstructions, ordinary latents
+    X[20:40, 1:] += 4.0       # ordinary reconstructions, unusual latents
+    y[:40] = 1
+    auroc = {s: anomaly_metrics(y, AnomalyScorer(score=s).fit(train, val).score_samples(X), 0).auroc
+             for s in ("recon", "knn", "recon+knn")}
+    assert auroc["recon+knn"] > max(auroc["recon"], auroc["knn"]) + 0.02, auroc
+
+
+@pytest.mark.parametrize("threshold,param,expected", [("percentile", {"percentile": 95.0}, 0.05),
+                                                      ("fpr", {"target_fpr": 0.01}, 0.01)])
+def test_threshold_flags_the_chosen_share_of_fresh_normal_data(threshold, param, expected):
+    rng = np.random.default_rng(2)
+    scorer = AnomalyScorer(threshold=threshold, **param).fit(_normal(3000, rng), _normal(5000, rng))
+    flagged = scorer.predict(_normal(20000, rng)).mean()
+    assert flagged == pytest.approx(expected, abs=0.4 * expected + 0.003)
+
+
+def test_without_validation_data_a_sample_is_not_its_own_neighbour():
+    rng = np.random.default_rng(3)
+    scorer = AnomalyScorer(score="knn", threshold="percentile", percentile=90.0).fit(_normal(3000, rng))
+    assert scorer.threshold_ > 0.1  # self-distance 0 would drag it towards zero
+    assert scorer.predict(_normal(10000, rng)).mean() == pytest.approx(0.10, abs=0.04)
+
+
+def test_metrics_on_hand_checked_cases():
+    y = np.array([0, 0, 0, 0, 1, 1])
+    perfect = anomaly_metrics(y, np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9]), threshold=0.5)
+    assert (perfect.auroc, perfect.auprc, perfect.precision, perfect.recall, perfect.f1) == (1, 1, 1, 1, 1)
+    assert perfect.recall_at_fpr == 1.0
+    # threshold 0.35 flags 0.4, 0.8, 0.9: precision 2/3, recall 1
+    m = anomaly_metrics(y, np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9]), threshold=0.35)
+    assert m.precision == pytest.approx(2 / 3) and m.recall == 1.0 and m.f1 == pytest.approx(0.8)
+    reversed_ = anomaly_metrics(y, np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2]), threshold=0.5)
+    assert reversed_.auroc == 0.0 and reversed_.recall_at_fpr == 0.0
+    with pytest.raises(ConfigError, match="both normal"):
+        anomaly_metrics(np.zeros(4), np.arange(4.0), 1.0)
+
+
+def test_reconstruction_errors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 28, 28, generator=g)
+    recon = x.clone()
+    recon[1] = (recon[1] + 0.1).clamp(0, 1)
+    recon[2, 0, 5, 5] = 1.0 - recon[2, 0, 5, 5]      # one bad pixel
+    mse = reconstruction_error(x, recon, "mse")
+    assert mse[0] == 0 and mse[1] == pytest.approx(((recon[1] - x[1]) ** 2).mean().item())
+    worst = reconstruction_error(x, recon, "max")
+    assert worst[2] == pytest.approx((1 - 2 * x[2, 0, 5, 5].item()) ** 2)
+    assert worst[2] > worst[1] and mse[2] < mse[1]  # the sharp defect stands out only in "max"
+    s = reconstruction_error(x, recon, "ssim")
+    assert s[0] == pytest.approx(0.0, abs=1e-5) and s[1] > 0 and s[2] > 0
+    with pytest.raises(ConfigError, match="'psnr'"):
+        reconstruction_error(x, recon, "psnr")
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"score": "lof"}, "anomaly score must be one of .* got 'lof'"),
+    ({"threshold": "otsu"}, "threshold must be one of .* got 'otsu'"),
+    ({"k": 0}, "k must be an int >= 1, got 0"),
+    ({"percentile": 100.0}, r"percentile must be in \(0, 100\), got 100.0"),
+    ({"target_fpr": 0.0}, r"target_fpr must be in \(0, 1\), got 0.0"),
+])
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ConfigError, match=message):
+        AnomalyScorer(**params).fit(_normal(50, np.random.default_rng(0)))
+
+
+def test_bad_features_are_named():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match=r"shape \(N, 1 \+ latent_dim\), got \(10,\)"):
+        AnomalyScorer().fit(np.zeros(10))
+    X = _normal(50, rng)
+    X[3, 2] = np.nan
+    with pytest.raises(ConfigError, match="NaN"):
+        AnomalyScorer().fit(X)
+    with pytest.raises(ConfigError, match="k=5 needs more than 5 normal samples, got 4"):
+        AnomalyScorer().fit(_normal(4, rng))
+    scorer = AnomalyScorer().fit(_normal(50, rng))
+    with pytest.raises(ConfigError, match="X has 3 columns, the scorer was fitted on 5"):
+        scorer.score_samples(np.zeros((2, 3)))
