@@ -118,3 +118,56 @@ def test_bad_features_are_named():
     scorer = AnomalyScorer().fit(_normal(50, rng))
     with pytest.raises(ConfigError, match="X has 3 columns, the scorer was fitted on 5"):
         scorer.score_samples(np.zeros((2, 3)))
+
+
+def _digits(n_per_class: int, offset: int):
+    """Fake images whose pixel [0,0,0,0] encodes a unique id, so overlaps can be found."""
+    y = np.repeat(np.arange(10), n_per_class)
+    x = np.zeros((len(y), 1, 2, 2), dtype=np.int64)
+    x[:, 0, 0, 0] = np.arange(len(y)) + offset
+    return x, y
+
+
+def test_one_class_split_trains_on_normal_only_and_scores_every_test_image():
+    from latentlab.anomaly import make_split
+
+    (xtr, ytr), (xte, yte) = _digits(100, 0), _digits(50, 10_000)
+    s = make_split(xtr, ytr, xte, yte, protocol="one_class", classes=[3], seed=0)
+    assert s.normal_classes == [3] and s.n_contaminated == 0
+    ids_fit, ids_val = set(s.x_fit[:, 0, 0, 0]), set(s.x_val[:, 0, 0, 0])
+    assert len(ids_fit) + len(ids_val) == 100 and not ids_fit & ids_val
+    assert all(300 <= i < 400 for i in ids_fit | ids_val)               # only training 3s
+    assert len(s.x_test) == 500 and s.is_anomaly.sum() == 450           # all test images, 9 of 10 anomalous
+    assert (s.is_anomaly == (s.y_test != 3)).all()
+
+
+def test_leave_out_with_a_one_percent_anomaly_test_set_and_contaminated_training():
+    from latentlab.anomaly import make_split
+
+    (xtr, ytr), (xte, yte) = _digits(100, 0), _digits(100, 10_000)
+    s = make_split(xtr, ytr, xte, yte, protocol="leave_out", classes=[7], anomaly_fraction=0.01,
+                   train_contamination=0.02, seed=1)
+    assert s.normal_classes == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert s.is_anomaly.mean() == pytest.approx(0.01, abs=0.002) and set(s.y_test[s.is_anomaly == 1]) == {7}
+    train_ids = np.concatenate([s.x_fit, s.x_val])[:, 0, 0, 0]
+    assert s.n_contaminated == 18 and ((700 <= train_ids) & (train_ids < 800)).sum() == 18
+    assert train_ids.max() < 10_000                                       # no test image in training
+    again = make_split(xtr, ytr, xte, yte, protocol="leave_out", classes=[7], anomaly_fraction=0.01,
+                       train_contamination=0.02, seed=1)
+    assert (again.x_test == s.x_test).all() and (again.x_fit == s.x_fit).all()
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"protocol": "two_class", "classes": [1]}, "protocol must be one of .* got 'two_class'"),
+    ({"protocol": "one_class", "classes": [11]}, r"classes must be a non-empty list from \[0, .*9\], got \[11\]"),
+    ({"protocol": "one_class", "classes": list(range(10))}, "both normal and anomalous classes"),
+    ({"protocol": "one_class", "classes": [1], "anomaly_fraction": 1.5}, "anomaly_fraction must be null or in"),
+    ({"protocol": "one_class", "classes": [1], "anomaly_fraction": 0.99}, "needs .* test anomalies, only 450 exist"),
+    ({"protocol": "one_class", "classes": [1], "train_contamination": 0.5}, "train_contamination must be in"),
+])
+def test_bad_protocols_are_named(kw, message):
+    from latentlab.anomaly import make_split
+
+    (xtr, ytr), (xte, yte) = _digits(100, 0), _digits(50, 10_000)
+    with pytest.raises(ConfigError, match=message):
+        make_split(xtr, ytr, xte, yte, **kw)

@@ -163,3 +163,75 @@ def anomaly_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float
                           precision=float(p), recall=float(r), f1=float(f),
                           recall_at_fpr=float(tprs[np.searchsorted(fprs, fpr, side="right") - 1]), fpr=fpr,
                           anomaly_fraction=float(y.mean()))
+
+
+PROTOCOLS = ("one_class", "leave_out")
+
+
+@dataclass
+class AnomalySplit:
+    """Images (N, C, H, W) for one anomaly-detection experiment.
+
+    ``x_fit`` / ``x_val``: what the autoencoder and the scorer may see (normal, up to
+    the training contamination); ``x_test`` with ``is_anomaly`` (N,) 0/1 and the
+    original class ``y_test``. Test images come from the held-out split only.
+    """
+
+    x_fit: np.ndarray
+    x_val: np.ndarray
+    x_test: np.ndarray
+    is_anomaly: np.ndarray
+    y_test: np.ndarray
+    normal_classes: list[int]
+    n_contaminated: int  # anomalies leaked into x_fit + x_val
+
+
+def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
+               protocol: str, classes: list[int], anomaly_fraction: float | None = None,
+               train_contamination: float = 0.0, val_fraction: float = 0.1, seed: int = 0) -> AnomalySplit:
+    """Build the normal/anomalous sets of a protocol, seeded.
+
+    one_class: the listed classes are normal; leave_out: every class but the listed
+    ones is normal. ``anomaly_fraction``: subsample the test anomalies so that they are
+    this fraction of the test set (None: every test image, the standard protocol).
+    ``train_contamination``: this fraction of the training pool is anomalies from the
+    training split (real data is never clean); validation is drawn from the same pool.
+    """
+    all_classes = sorted(int(c) for c in np.unique(np.concatenate([y_train, y_test])))
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"anomaly protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    bad = [c for c in classes if c not in all_classes]
+    if not classes or bad:
+        raise ConfigError(f"anomaly classes must be a non-empty list from {all_classes}, got {classes!r}")
+    normal = sorted(set(classes)) if protocol == "one_class" else [c for c in all_classes if c not in classes]
+    if not normal or len(normal) == len(all_classes):
+        raise ConfigError(f"{protocol} with classes {classes} leaves {len(normal)} of {len(all_classes)} classes "
+                          "normal: both normal and anomalous classes are needed")
+    if anomaly_fraction is not None and not 0.0 < anomaly_fraction < 1.0:
+        raise ConfigError(f"anomaly_fraction must be null or in (0, 1), got {anomaly_fraction!r}")
+    if not 0.0 <= train_contamination < 0.5:
+        raise ConfigError(f"train_contamination must be in [0, 0.5), got {train_contamination!r}")
+    if not 0.0 < val_fraction < 0.5:
+        raise ConfigError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
+
+    rng = np.random.default_rng(seed)
+    is_normal_train = np.isin(y_train, normal)
+    pool = np.flatnonzero(is_normal_train)
+    n_leak = int(round(len(pool) * train_contamination / (1.0 - train_contamination)))
+    leak = rng.choice(np.flatnonzero(~is_normal_train), size=n_leak, replace=False) if n_leak else np.array([], int)
+    pool = rng.permutation(np.concatenate([pool, leak]))
+    n_val = max(1, int(round(len(pool) * val_fraction)))
+
+    test_anom = np.isin(y_test, normal, invert=True)
+    keep = np.flatnonzero(~test_anom)
+    anomalies = np.flatnonzero(test_anom)
+    if anomaly_fraction is not None:
+        n_anom = max(1, int(round(len(keep) * anomaly_fraction / (1.0 - anomaly_fraction))))
+        if n_anom > len(anomalies):
+            raise ConfigError(f"anomaly_fraction={anomaly_fraction} needs {n_anom} test anomalies, "
+                              f"only {len(anomalies)} exist")
+        anomalies = rng.choice(anomalies, size=n_anom, replace=False)
+    test = np.sort(np.concatenate([keep, anomalies]))
+    return AnomalySplit(x_fit=x_train[np.sort(pool[n_val:])], x_val=x_train[np.sort(pool[:n_val])],
+                        x_test=x_test[test], is_anomaly=test_anom[test].astype(np.int64), y_test=y_test[test],
+                        normal_classes=normal, n_contaminated=n_leak)
