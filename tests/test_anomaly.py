@@ -171,3 +171,17 @@ def test_bad_protocols_are_named(kw, message):
     (xtr, ytr), (xte, yte) = _digits(100, 0), _digits(50, 10_000)
     with pytest.raises(ConfigError, match=message):
         make_split(xtr, ytr, xte, yte, **kw)
+
+
+def test_anomaly_figures(tmp_path):
+    from latentlab import plots
+
+    rng = np.random.default_rng(0)
+    X, y = _mixed(rng)
+    scores = AnomalyScorer().fit(_normal(3000, rng)).score_samples(X)
+    images = rng.random((len(y), 1, 8, 8))
+    paths = [plots.score_histogram(scores, y, 1.0, tmp_path / "hist.png"),
+             plots.roc_pr_curves(y, scores, tmp_path / "curves.png"),
+             plots.anomaly_extremes(images, images * 0.5, scores, y, tmp_path / "extremes.png", n=6)]
+    for p in paths:
+        assert p.stat().st_size > 10_000 and not list(tmp_path.glob(".*.tmp.png"))

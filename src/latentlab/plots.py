@@ -39,17 +39,64 @@ def latent_scatter(z2: np.ndarray, labels: np.ndarray, clusters: np.ndarray, pat
     return save_figure(fig, path)
 
 
+def _image_rows(rows: list[tuple[str, np.ndarray]], path: str | Path,
+                captions: list[str] | None = None) -> Path:
+    """rows: (label, images (n, C, H, W) in [0, 1]) drawn one above the other."""
+    n = max(len(imgs) for _, imgs in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, 1.1 * len(rows) + 0.2), squeeze=False)
+    for r, (label, imgs) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.axis("off")
+            if i < len(imgs):
+                img = np.moveaxis(imgs[i], 0, -1)
+                ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(label, loc="left", fontsize=8)
+    for i, c in enumerate(captions or []):
+        axes[0, i].text(0.5, -0.08, c, transform=axes[0, i].transAxes, ha="center", va="top", fontsize=6)
+    return save_figure(fig, path)
+
+
 def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, path: str | Path) -> Path:
     """originals, recons: (n, C, H, W) in [0, 1]; top row originals, bottom reconstructions."""
-    n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
-    for i in range(n):
-        for row, imgs in enumerate((originals, recons)):
-            img = np.moveaxis(imgs[i], 0, -1)
-            axes[row, i].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            axes[row, i].axis("off")
-    axes[0, 0].set_title("original", loc="left", fontsize=8)
-    axes[1, 0].set_title("reconstruction", loc="left", fontsize=8)
+    return _image_rows([("original", originals), ("reconstruction", recons)], path)
+
+
+def anomaly_extremes(images: np.ndarray, recons: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray,
+                     path: str | Path, n: int = 10) -> Path:
+    """The n most and n least anomalous test images (N, C, H, W) in [0, 1], with reconstructions."""
+    order = np.argsort(scores)
+    top, bottom = order[::-1][:n], order[:n]
+    rows = [("most anomalous", images[top]), ("reconstruction", recons[top]),
+            ("least anomalous", images[bottom]), ("reconstruction", recons[bottom])]
+    captions = [f"{scores[i]:.3g} {'A' if is_anomaly[i] else 'N'}" for i in top]
+    return _image_rows(rows, path, captions)
+
+
+def score_histogram(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float, path: str | Path,
+                    title: str = "anomaly score") -> Path:
+    """Score distributions of normal and anomalous test samples (densities: anomalies are rare)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bins = np.histogram_bin_edges(scores, bins=60)
+    for flag, name, color in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
+        sel = scores[is_anomaly == flag]
+        ax.hist(sel, bins=bins, density=True, alpha=0.5, color=color, label=f"{name} (n={len(sel)})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(title)
+    ax.set_ylabel("density")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def roc_pr_curves(is_anomaly: np.ndarray, scores: np.ndarray, path: str | Path) -> Path:
+    """ROC and precision-recall curves side by side, with AUROC and average precision."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.5))
+    RocCurveDisplay.from_predictions(is_anomaly, scores, ax=roc, name="score", plot_chance_level=True)
+    PrecisionRecallDisplay.from_predictions(is_anomaly, scores, ax=pr, name="score", plot_chance_level=True)
+    roc.set_title("ROC")
+    pr.set_title(f"precision-recall ({is_anomaly.mean():.1%} anomalies)")
     return save_figure(fig, path)
 
 
