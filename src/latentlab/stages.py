@@ -123,7 +123,7 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
 
 
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
-             assignments: list[Path], metrics_out: Path, plots_dir: Path, track: bool = True,
+             assignments: list[Path], metrics_out: Path, plots_dir: Path,
              run_id: str | None = None) -> str:
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
@@ -179,16 +179,15 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
             f"{m}: ACC {s['acc']:.3f}, NMI {s['nmi']:.3f}"))
 
     summary = " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" for m in M.METHODS)
-    if track:
-        flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
-        flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
-                     "epochs": result["train"]["epochs"]})
-        run_id = tracking.log_run(
-            cfg=cfg, run_id=run_id, history=hist, metrics=flat,
-            artifacts=[*figures, metrics_out, model, history], model=net, example=originals.numpy()[:2],
-            tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
-                  "protocol": cfg["protocol"]})
-        summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
+    flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
+    flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
+                 "epochs": result["train"]["epochs"]})
+    run_id = tracking.log_run(
+        cfg=cfg, run_id=run_id, history=hist, metrics=flat,
+        artifacts=[*figures, metrics_out, model, history], model=net, example=originals.numpy()[:2],
+        tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
+              "protocol": cfg["protocol"]})
+    summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
 
 
