@@ -181,7 +181,7 @@ def test_anomaly_figures(tmp_path):
     scores = AnomalyScorer().fit(_normal(3000, rng)).score_samples(X)
     images = rng.random((len(y), 1, 8, 8))
     paths = [plots.score_histogram(scores, y, 1.0, tmp_path / "hist.png"),
-             plots.roc_pr_curves(y, scores, tmp_path / "curves.png"),
+             plots.roc_pr_curves({"all": (y, scores), "half": (y[::2], scores[::2])}, tmp_path / "curves.png"),
              plots.anomaly_extremes(images, images * 0.5, scores, y, tmp_path / "extremes.png", n=6)]
     for p in paths:
         assert p.stat().st_size > 10_000 and not list(tmp_path.glob(".*.tmp.png"))

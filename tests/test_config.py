@@ -76,3 +76,45 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: model.latent_dim must be an int >= 1, got 0"
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["anomaly.normal=[]"], "anomaly.normal must be a non-empty list of mnist classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "
+                            "got []"),
+    (["anomaly.normal=[0,1,2,3,4,5,6,7,8,9]"], "covers every mnist class: nothing would be anomalous"),
+    (["anomaly.normal=[10]"], "anomaly.normal must be a non-empty list of mnist classes"),
+    (["anomaly=leave_out", "anomaly.anomalous=[0,1,2,3,4,5,6,7,8,9]"], "covers every mnist class: nothing would "
+                                                                        "be normal"),
+    (["anomaly=leave_out", "anomaly.normal=[1]"], "anomaly.normal must be null under protocol leave_out"),
+    (["anomaly.train_contamination=0.5"], "anomaly.train_contamination must be a number in [0.0, 0.5), got 0.5"),
+    (["anomaly.train_contamination=-0.1"], "anomaly.train_contamination must be a number in [0.0, 0.5), got -0.1"),
+    (["anomaly.score=lof"], "anomaly.score must be one of"),
+    (["anomaly.error=l1"], "anomaly.error must be one of ['mse', 'max', 'ssim'], got 'l1'"),
+    (["anomaly.target_fpr=0"], "anomaly.target_fpr must be a number in (0.0, 1.0), got 0"),
+    (["anomaly.anomaly_fraction=0.7"], "anomaly.anomaly_fraction must be a number in (0.0, 0.5], got 0.7"),
+    (["task=detect"], "task must be one of ['cluster', 'anomaly'], got 'detect'"),
+])
+def test_anomaly_settings_are_checked_before_any_work(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose(overrides))
+    assert message in str(err.value)
+
+
+def test_both_anomaly_protocols_compose():
+    one = compose([]).anomaly
+    assert (one.protocol, list(one.normal), one.anomalous) == ("one_class", [0], None)
+    out = compose(["anomaly=leave_out", "anomaly.anomalous=[3,5]"])
+    validate(out)
+    assert (out.anomaly.protocol, out.anomaly.normal, list(out.anomaly.anomalous)) == ("leave_out", None, [3, 5])
+    assert out.anomaly.score == one.score  # leave_out inherits the other settings
+
+
+def test_too_few_normal_images_fail_before_training(tmp_path, tiny_cfg):
+    from latentlab import stages
+
+    cfg = {**tiny_cfg, "data": {**tiny_cfg["data"], "max_train": 300}}
+    data = tmp_path / "prepared.npz"
+    stages.download(cfg, data)
+    with pytest.raises(ConfigError, match=r"only \d+ normal training images \(classes \[0\]\); at least 64"):
+        stages.anomaly_train(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "history.csv").exists()

@@ -71,7 +71,8 @@ def pipeline(tmp_path_factory, mirror):
 
 def test_repro_writes_metrics_for_every_method(pipeline):
     repo, out, _ = pipeline
-    for stage in ("download", "train", "embed", "cluster", "baselines", "evaluate"):
+    for stage in ("download", "train", "embed", "cluster", "baselines", "evaluate", "anomaly_train",
+                  "anomaly_score", "anomaly_evaluate"):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
@@ -84,6 +85,57 @@ def test_repro_writes_metrics_for_every_method(pipeline):
     assert "autoencoder" in shown and "raw_pca_kmeans" in shown
     for png in ("latent_pca", "reconstructions", "loss_curve", "contingency_autoencoder"):
         assert (repo / "outputs/evaluate/plots" / f"{png}.png").stat().st_size > 5000
+
+
+def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeline):
+    repo, out, _ = pipeline
+    m = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    assert m["protocol"] == "one_class" and m["normal_classes"] == [0] and m["n_contaminated"] == 0
+    assert f"on {m['n_fit']} normal images (classes [0])" in out
+    assert m["n_test"] == 500  # the whole held-out split
+    # a tiny autoencoder still tells zeros from other digits, and errs more on them
+    assert m["test"]["auroc"] > 0.75, m["test"]
+    assert m["test_recon_error"]["anomaly"] > m["test_recon_error"]["normal"]
+    ub = m["unbalanced"]
+    assert ub["draws"] == 20 and ub["n_anomalies"] >= 1 and ub["anomaly_fraction"] < 0.05
+    for k in ("auroc", "auprc", "precision", "recall", "f1", "recall_at_fpr"):
+        assert 0.0 <= ub[k] <= 1.0 and f"{k}_std" in ub
+    assert 0.0 < m["val_flagged"] < 0.2  # threshold: 1% of validation normals (few of them here)
+    shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
+    assert "outputs/anomaly/evaluate/metrics.json" in json.dumps(shown)
+    for png in ("score_histogram", "roc_pr", "extremes", "loss_curve"):
+        assert (repo / "outputs/anomaly/evaluate/plots" / f"{png}.png").stat().st_size > 5000
+    roc = (repo / "outputs/anomaly/evaluate/roc.csv").read_text().splitlines()
+    assert roc[0] == "fpr,tpr" and roc[-1] == "1.0,1.0" and len(roc) <= 401
+    html = repo / "plots.html"
+    _dvc(repo, "plots", "show", "-o", str(html))
+    page = (html / "index.html").read_text()
+    for plot in ("anomaly_roc", "anomaly_pr", "anomaly_loss_curve", "extremes.png"):
+        assert plot in page, plot
+
+
+def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
+    import mlflow
+
+    repo, _, uri = pipeline
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("latentlab-anomaly")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.info.run_name == "mnist-mlp-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
+    m = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    assert run.data.metrics["test/auroc"] == pytest.approx(m["test"]["auroc"])
+    assert run.data.metrics["unbalanced/f1"] == pytest.approx(m["unbalanced"]["f1"])
+    assert run.data.params["anomaly.normal"] == "[0]" and "cluster.k" not in run.data.params
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/score_histogram.png", "figures/roc_pr.png", "figures/extremes.png"} <= figures
+    assert len(client.get_metric_history(run.info.run_id, "val/recon_loss")) == 5
+    for col in json.loads(exp.tags["mlflow.sharedViewState.latentlab"])["selectedColumns"]:
+        kind, key = col.split(".", 1)
+        assert key.strip("`") in (run.data.metrics if kind == "metrics" else run.data.params), col
+    cluster_run = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])[0]
+    assert not any(p.startswith("anomaly.") for p in cluster_run.data.params)
 
 
 def test_second_repro_does_nothing(pipeline):
@@ -139,11 +191,11 @@ def test_mlflow_run_holds_everything(pipeline):
     assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature is not None
     # the UI opens on the runs table, and its shared view names columns that exist
-    from latentlab.tracking import UI_COLUMNS
+    from latentlab.tracking import UI_COLUMNS as ALL_COLUMNS
 
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert json.loads(exp.tags["mlflow.sharedViewState.latentlab"])["selectedColumns"] == UI_COLUMNS
-    for col in UI_COLUMNS:
+    assert json.loads(exp.tags["mlflow.sharedViewState.latentlab"])["selectedColumns"] == ALL_COLUMNS["cluster"]
+    for col in ALL_COLUMNS["cluster"]:
         kind, key = col.split(".", 1)
         assert key.strip("`") in (run.data.metrics if kind == "metrics" else run.data.params), col
 
@@ -156,6 +208,7 @@ def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     out = _dvc(repo, "repro")
     assert "[cluster] wrote" in out and "[evaluate] wrote" in out
     assert "[train]" not in out and "[baselines]" in out  # baselines also use k
+    assert "[anomaly_" not in out
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id],
@@ -163,6 +216,24 @@ def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert [r.data.params["cluster.k"] for r in runs] == ["10", "5"]
     assert runs[1].data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
+
+
+def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
+    import mlflow
+
+    repo, _, uri = pipeline
+    before = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    _set(repo / "params.yaml", ["anomaly.score=recon+knn"])
+    out = _dvc(repo, "repro")
+    assert "[anomaly_score] wrote" in out and "recon+knn scores" in out and "[anomaly_evaluate] wrote" in out
+    for stage in ("anomaly_train", "train", "evaluate", "cluster"):
+        assert f"[{stage}]" not in out, stage
+    after = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    assert after["score"] == "recon+knn" and after["test"]["auroc"] != before["test"]["auroc"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("latentlab-anomaly").experiment_id],
+                              order_by=["start_time ASC"])
+    assert [r.data.params["anomaly.score"] for r in runs] == ["recon", "recon+knn"]
 
 
 def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):

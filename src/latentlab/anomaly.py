@@ -42,6 +42,25 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, kind: str = "mse"
     return (sq.mean(1) if kind == "mse" else sq.amax(1)).numpy().astype(np.float64)
 
 
+@torch.inference_mode()
+def features(net: torch.nn.Module, x: np.ndarray, error: str = "mse", batch_size: int = 2048) -> np.ndarray:
+    """uint8 images (N, C, H, W) -> (N, 1 + d) float64: reconstruction error, then latents."""
+    from latentlab.models import to_float
+
+    if error not in RECON_ERRORS:
+        raise ConfigError(f"reconstruction error must be one of {list(RECON_ERRORS)}, got {error!r}")
+    if len(x) == 0:
+        raise ConfigError("no images to score")
+    net.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = to_float(torch.from_numpy(x[i:i + batch_size]))
+        z = net.encode(xb)
+        err = reconstruction_error(xb, net.decode(z), error)
+        out.append(np.column_stack([err, z.double().numpy()]))
+    return np.concatenate(out)
+
+
 class AnomalyScorer(BaseEstimator):
     """Scores samples by how unlike the normal training data they are.
 
@@ -165,7 +184,47 @@ def anomaly_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float
                           anomaly_fraction=float(y.mean()))
 
 
+def unbalanced_indices(is_anomaly: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of every normal sample plus a random draw of anomalies making up
+    ``fraction`` of the result: an unbalanced test set from a balanced one."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"anomaly_fraction must be null or in (0, 1), got {fraction!r}")
+    is_anomaly = np.asarray(is_anomaly).astype(bool)
+    normal, anomalies = np.flatnonzero(~is_anomaly), np.flatnonzero(is_anomaly)
+    n_anom = max(1, int(round(len(normal) * fraction / (1.0 - fraction))))
+    if n_anom > len(anomalies):
+        raise ConfigError(f"anomaly_fraction={fraction} needs {n_anom} test anomalies, only {len(anomalies)} exist")
+    return np.sort(np.concatenate([normal, rng.choice(anomalies, size=n_anom, replace=False)]))
+
+
+def unbalanced_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: float, *, fraction: float,
+                       draws: int, seed: int, fpr: float = 0.05) -> dict[str, float]:
+    """Metrics on ``draws`` seeded unbalanced test sets (see ``unbalanced_indices``):
+    the mean of each metric, and its standard deviation as ``<metric>_std``.
+
+    One draw of a 1% test set holds only a few anomalies; the mean over draws is a
+    steadier estimate of what a user with such data would see.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(draws):
+        i = unbalanced_indices(is_anomaly, fraction, rng)
+        rows.append(vars(anomaly_metrics(np.asarray(is_anomaly)[i], scores[i], threshold, fpr=fpr)))
+    out: dict[str, float] = {}
+    for k in rows[0]:
+        v = np.array([r[k] for r in rows], dtype=float)
+        out[k] = float(v.mean())
+        if k not in ("fpr", "anomaly_fraction"):
+            out[f"{k}_std"] = float(v.std())
+    out["draws"] = draws
+    out["n_anomalies"] = int(len(i) - np.sum(~np.asarray(is_anomaly, bool)))  # per draw
+    return out
+
+
 PROTOCOLS = ("one_class", "leave_out")
+# Fewer normal training images than this cannot train an autoencoder, hold out
+# validation images and set a threshold with any meaning.
+MIN_NORMAL = 64
 
 
 @dataclass
@@ -217,21 +276,20 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     rng = np.random.default_rng(seed)
     is_normal_train = np.isin(y_train, normal)
     pool = np.flatnonzero(is_normal_train)
+    if len(pool) < MIN_NORMAL:
+        raise ConfigError(f"only {len(pool)} normal training images (classes {normal}); at least {MIN_NORMAL} "
+                          "are needed to train, validate and set a threshold")
+    test_anom = np.isin(y_test, normal, invert=True)
+    if test_anom.all() or not test_anom.any():
+        raise ConfigError(f"the test split holds {int((~test_anom).sum())} normal and {int(test_anom.sum())} "
+                          f"anomalous images (normal classes {normal}); both are needed")
     n_leak = int(round(len(pool) * train_contamination / (1.0 - train_contamination)))
     leak = rng.choice(np.flatnonzero(~is_normal_train), size=n_leak, replace=False) if n_leak else np.array([], int)
     pool = rng.permutation(np.concatenate([pool, leak]))
     n_val = max(1, int(round(len(pool) * val_fraction)))
 
-    test_anom = np.isin(y_test, normal, invert=True)
-    keep = np.flatnonzero(~test_anom)
-    anomalies = np.flatnonzero(test_anom)
-    if anomaly_fraction is not None:
-        n_anom = max(1, int(round(len(keep) * anomaly_fraction / (1.0 - anomaly_fraction))))
-        if n_anom > len(anomalies):
-            raise ConfigError(f"anomaly_fraction={anomaly_fraction} needs {n_anom} test anomalies, "
-                              f"only {len(anomalies)} exist")
-        anomalies = rng.choice(anomalies, size=n_anom, replace=False)
-    test = np.sort(np.concatenate([keep, anomalies]))
+    test = (np.arange(len(y_test)) if anomaly_fraction is None
+            else unbalanced_indices(test_anom, anomaly_fraction, rng))
     return AnomalySplit(x_fit=x_train[np.sort(pool[n_val:])], x_val=x_train[np.sort(pool[:n_val])],
                         x_test=x_test[test], is_anomaly=test_anom[test].astype(np.int64), y_test=y_test[test],
                         normal_classes=normal, n_contaminated=n_leak)

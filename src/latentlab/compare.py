@@ -23,6 +23,21 @@ from latentlab.config import MODELS
 from latentlab.errors import LatentlabError
 
 DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari", "recon_mse")
+# Per task: the metrics reported, and the one that picks the best (higher is better).
+TASK_METRICS = {
+    "cluster": (DEFAULT_METRICS, f"{M.AUTOENCODER}/acc"),
+    "anomaly": (("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1"), "test/auroc"),
+}
+
+
+def default_experiment(task: str) -> str:
+    """The experiment conf/config.yaml names for the task's runs."""
+    from omegaconf import OmegaConf
+
+    from latentlab.config import CONF_DIR
+
+    tracking_cfg = OmegaConf.load(CONF_DIR / "config.yaml").tracking
+    return tracking_cfg["experiment" if task == "cluster" else "anomaly_experiment"]
 BASELINES = (M.RAW_KMEANS, M.RAW_PCA_KMEANS)
 # Parameters that differ between runs without changing what was computed.
 IGNORED = {"params.data.mirror", "params.data.cache", "params.seed"}
@@ -201,19 +216,25 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="latentlab compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", default="latentlab", help="MLflow experiment (default: latentlab)")
+    p.add_argument("--task", choices=list(TASK_METRICS), default="cluster",
+                   help="which runs: clustering (default) or anomaly detection; sets the defaults below")
+    p.add_argument("--experiment", help="MLflow experiment (default: latentlab, or latentlab-anomaly for "
+                   "--task anomaly)")
     p.add_argument("--sweep", metavar="RUN_ID", help="a sweep's parent run id, or 'latest'; "
                    "default: every run of the experiment (DVC runs included)")
     p.add_argument("--out", type=Path, default=Path("compare"), help="output folder (default: ./compare)")
-    p.add_argument("--metric", action="append", dest="metrics", help="metric to report (repeatable); "
-                   f"default: {' '.join(DEFAULT_METRICS)}")
-    p.add_argument("--rank-by", default=f"{M.AUTOENCODER}/acc", help="metric that picks the best (higher is better)")
+    p.add_argument("--metric", action="append", dest="metrics", help="metric to report (repeatable); default: "
+                   + "; ".join(f"{t}: {' '.join(m)}" for t, (m, _) in TASK_METRICS.items()))
+    p.add_argument("--rank-by", help="metric that picks the best (higher is better); default: "
+                   + "; ".join(f"{t}: {r}" for t, (_, r) in TASK_METRICS.items()))
     p.add_argument("--log-to-parent", action="store_true", help="also attach the outputs to the sweep's parent run")
     a = p.parse_args(argv)
+    metrics, rank_by = TASK_METRICS[a.task]
+    experiment = a.experiment or default_experiment(a.task)
     try:
-        parent = latest_sweep(a.experiment) if a.sweep == "latest" else a.sweep
-        report = compare(experiment=a.experiment, parent_run_id=parent, out_dir=a.out,
-                         metrics=tuple(a.metrics or DEFAULT_METRICS), rank_by=a.rank_by)
+        parent = latest_sweep(experiment) if a.sweep == "latest" else a.sweep
+        report = compare(experiment=experiment, parent_run_id=parent, out_dir=a.out,
+                         metrics=tuple(a.metrics or metrics), rank_by=a.rank_by or rank_by)
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

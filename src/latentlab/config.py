@@ -21,8 +21,11 @@ MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoen
 # Hydra instantiates `_target_`: only classes the project documents may be named.
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
 PROTOCOLS = ("all", "train_test")
-# Flattened input size of each built-in dataset, to check PCA sizes before any work.
+TASKS = ("cluster", "anomaly")
+# Flattened input size and classes of each built-in dataset, to check PCA sizes and
+# anomaly classes before any work.
 INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
+CLASSES = {name: list(range(10)) for name in INPUT_DIMS}
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -87,11 +90,13 @@ def _int(cfg, key: str, lo: int, hi: int | None = None, optional: bool = False) 
     return v
 
 
-def _float(cfg, key: str, lo: float, hi: float, lo_open: bool = False) -> float:
+def _float(cfg, key: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
     v = _get(cfg, key)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if lo_open else v >= lo) and v <= hi
+    ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if lo_open else v >= lo)
+          and (v < hi if hi_open else v <= hi))
     if not ok:
-        raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+        raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
+                          f"got {v!r}")
     return float(v)
 
 
@@ -110,6 +115,43 @@ def _int_list(cfg, key: str) -> list[int]:
     return list(v)
 
 
+def _classes(cfg, key: str, dataset: str) -> list[int]:
+    v = _get(cfg, key)
+    known = CLASSES[dataset]
+    if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c in known for c in v):
+        raise ConfigError(f"{key} must be a non-empty list of {dataset} classes {known}, got {v!r}")
+    if len(set(v)) == len(known):
+        raise ConfigError(f"{key}={list(v)} covers every {dataset} class: nothing would be "
+                          f"{'anomalous' if key.endswith('normal') else 'normal'}")
+    return list(v)
+
+
+def _validate_anomaly(cfg, dataset: str) -> None:
+    from latentlab.anomaly import PROTOCOLS as ANOMALY_PROTOCOLS
+    from latentlab.anomaly import RECON_ERRORS, SCORES, THRESHOLDS
+
+    protocol = _choice(cfg, "anomaly.protocol", ANOMALY_PROTOCOLS)
+    listed, rest = ("normal", "anomalous") if protocol == "one_class" else ("anomalous", "normal")
+    _classes(cfg, f"anomaly.{listed}", dataset)
+    if _get(cfg, f"anomaly.{rest}") is not None:
+        raise ConfigError(f"anomaly.{rest} must be null under protocol {protocol} (it is every class not in "
+                          f"anomaly.{listed}), got {_get(cfg, f'anomaly.{rest}')!r}")
+    if _get(cfg, "anomaly.anomaly_fraction") is not None:
+        _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
+    _int(cfg, "anomaly.draws", 1, 1000)
+    _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
+    _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
+    _choice(cfg, "anomaly.error", RECON_ERRORS)
+    _choice(cfg, "anomaly.score", SCORES)
+    _int(cfg, "anomaly.k", 1, 1000)
+    _choice(cfg, "anomaly.threshold", THRESHOLDS)
+    _float(cfg, "anomaly.target_fpr", 0.0, 1.0, lo_open=True, hi_open=True)
+    _float(cfg, "anomaly.recall_at_fpr", 0.0, 1.0, lo_open=True, hi_open=True)
+    _float(cfg, "anomaly.percentile", 0.0, 100.0, lo_open=True, hi_open=True)
+    _int(cfg, "anomaly.n_images", 1, 64)
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError naming the first invalid key and its value."""
     from latentlab.data import DATASETS
@@ -118,6 +160,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     _int(cfg, "seed", 0)
+    _choice(cfg, "task", TASKS)
     _choice(cfg, "protocol", PROTOCOLS)
 
     name = _choice(cfg, "data.name", DATASETS)
@@ -166,9 +209,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
     _int(cfg, "evaluate.n_images", 1, 64)
     _int(cfg, "evaluate.plot_points", 100)
-    exp = _get(cfg, "tracking.experiment")
-    if not isinstance(exp, str) or not exp.strip():
-        raise ConfigError(f"tracking.experiment must be a non-empty string, got {exp!r}")
+    _validate_anomaly(cfg, name)
+    for key in ("tracking.experiment", "tracking.anomaly_experiment"):
+        exp = _get(cfg, key)
+        if not isinstance(exp, str) or not exp.strip():
+            raise ConfigError(f"{key} must be a non-empty string, got {exp!r}")
 
 
 def write_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> None:

@@ -88,15 +88,20 @@ def score_histogram(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float
     return save_figure(fig, path)
 
 
-def roc_pr_curves(is_anomaly: np.ndarray, scores: np.ndarray, path: str | Path) -> Path:
-    """ROC and precision-recall curves side by side, with AUROC and average precision."""
+def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
+    """ROC and precision-recall curves side by side, one line per named test set
+    (is_anomaly (N,) 0/1, scores (N,)), with AUROC, average precision and the PR chance levels."""
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.5))
-    RocCurveDisplay.from_predictions(is_anomaly, scores, ax=roc, name="score", plot_chance_level=True)
-    PrecisionRecallDisplay.from_predictions(is_anomaly, scores, ax=pr, name="score", plot_chance_level=True)
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, (name, (y, s)) in enumerate(curves.items()):
+        RocCurveDisplay.from_predictions(y, s, ax=roc, name=name, plot_chance_level=i == 0)
+        PrecisionRecallDisplay.from_predictions(y, s, ax=pr, name=name, plot_chance_level=True,
+                                                chance_level_kw={"color": f"C{i}", "alpha": 0.4})
     roc.set_title("ROC")
-    pr.set_title(f"precision-recall ({is_anomaly.mean():.1%} anomalies)")
+    pr.set_title("precision-recall (dashed: chance = anomaly fraction)")
+    for ax in (roc, pr):
+        ax.legend(fontsize=7, loc="lower right" if ax is roc else "lower left")
     return save_figure(fig, path)
 
 

@@ -52,13 +52,11 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
             f"of shape {tuple(ds.image_shape)}, sha256 {ds.meta['sha256'][:12]}")
 
 
-def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
+def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images") -> str:
     from latentlab import training
-    from latentlab.data import Prepared
 
-    x_fit, _, _, _ = Prepared.load(data).split(cfg["protocol"])
     t = cfg["train"]
-    result = training.fit(x_fit, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
+    result = training.fit(x, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                           batch_size=t["batch_size"], max_epochs=t["max_epochs"],
                           val_fraction=t["val_fraction"], patience=t["patience"],
                           min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], seed=cfg["seed"],
@@ -66,8 +64,15 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     training.save(result, model_out)
     training.write_history(result.history, history_out)
     procs = f" in {result.world_size} processes" if result.world_size > 1 else ""
-    return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x_fit)} images{procs}, "
+    return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x)} {what}{procs}, "
             f"best {M.VAL_LOSS} {result.best_val_loss:.5f} at epoch {result.best_epoch}")
+
+
+def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
+    from latentlab.data import Prepared
+
+    x_fit, _, _, _ = Prepared.load(data).split(cfg["protocol"])
+    return _fit(cfg, x_fit, model_out, history_out)
 
 
 def embed(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
@@ -189,6 +194,156 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
               "protocol": cfg["protocol"]})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
+
+
+# Anomaly detection: an autoencoder trained on normal data only; its reconstruction
+# error (and latent distances) score the held-out test split.
+
+def anomaly_split(cfg: Mapping[str, Any], ds: Any):
+    """The protocol's normal training/validation images and labelled test images (the
+    whole held-out split), seeded; raises ConfigError before any training."""
+    from latentlab.anomaly import make_split
+
+    a = cfg["anomaly"]
+    classes = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
+    return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=a["protocol"], classes=classes,
+                      anomaly_fraction=None, train_contamination=a["train_contamination"],
+                      val_fraction=a["val_fraction"], seed=cfg["seed"])
+
+
+def anomaly_scorer(cfg: Mapping[str, Any]):
+    from latentlab.anomaly import AnomalyScorer
+
+    a = cfg["anomaly"]
+    return AnomalyScorer(score=a["score"], k=a["k"], threshold=a["threshold"], percentile=a["percentile"],
+                         target_fpr=a["target_fpr"])
+
+
+def anomaly_train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
+    """Fit the autoencoder on the protocol's normal training images only."""
+    from latentlab.data import Prepared
+
+    split = anomaly_split(cfg, Prepared.load(data))
+    leak = f", {split.n_contaminated} of them anomalies" if split.n_contaminated else ""
+    return _fit(cfg, split.x_fit, model_out, history_out, f"normal images (classes {split.normal_classes}{leak})")
+
+
+def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
+    """Fit the scorer on normal training features, set its threshold on validation
+    normals, score every held-out test image."""
+    from latentlab import training
+    from latentlab.anomaly import features
+    from latentlab.data import Prepared
+
+    split = anomaly_split(cfg, Prepared.load(data))
+    net = training.load(model)
+    err = cfg["anomaly"]["error"]
+    f_fit, f_val, f_test = (features(net, x, err) for x in (split.x_fit, split.x_val, split.x_test))
+    scorer = anomaly_scorer(cfg).fit(f_fit, f_val)
+    scores = scorer.score_samples(f_test)
+    _savez(out, scores=scores, val_scores=scorer.score_samples(f_val), is_anomaly=split.is_anomaly,
+           y=split.y_test, recon_error=f_test[:, 0], threshold=np.array(scorer.threshold_))
+    flagged = scores > scorer.threshold_
+    return (f"wrote {out}: {cfg['anomaly']['score']} scores ({err}) for {len(scores)} test images "
+            f"({int(split.is_anomaly.sum())} anomalous), threshold {scorer.threshold_:.4g} flags "
+            f"{flagged.mean():.1%} of them")
+
+
+def _curve_rows(x: np.ndarray, y: np.ndarray, names: tuple[str, str], n: int = 400) -> list[dict[str, float]]:
+    # A DVC plot of 10,000 points says no more than one of 400 and renders slowly.
+    keep = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int))
+    return [{names[0]: round(float(x[i]), 6), names[1]: round(float(y[i]), 6)} for i in keep]
+
+
+def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, scores: Path,
+                     metrics_out: Path, plots_dir: Path, curves_dir: Path, run_id: str | None = None) -> str:
+    """Metrics on the full test split and on seeded unbalanced draws of it, figures,
+    ROC / PR curves for DVC, and one MLflow run in the anomaly experiment."""
+    import torch
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from latentlab import plots, training, tracking
+    from latentlab.anomaly import anomaly_metrics, unbalanced_indices, unbalanced_metrics
+    from latentlab.data import Prepared
+
+    a = cfg["anomaly"]
+    with np.load(scores) as f:
+        s, val_s, is_anom, y = f["scores"], f["val_scores"], f["is_anomaly"], f["y"]
+        thr, recon_error = float(f["threshold"]), f["recon_error"]
+    ds = Prepared.load(data)
+    split = anomaly_split(cfg, ds)
+    if len(split.x_test) != len(s) or not np.array_equal(split.y_test, y):
+        raise LatentlabError(f"{scores} does not match the current split ({len(s)} scores, "
+                             f"{len(split.x_test)} test images); re-run `dvc repro`")
+    full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
+    hist = training.read_history(history)
+    result: dict[str, Any] = {
+        "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "error": a["error"],
+        "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
+        "n_contaminated": split.n_contaminated, "n_test": int(len(s)),
+        "test_recon_error": {"normal": float(recon_error[is_anom == 0].mean()),
+                             "anomaly": float(recon_error[is_anom == 1].mean())},
+        "test": vars(full),
+        "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
+    }
+    curves = {f"full test ({full.anomaly_fraction:.0%} anomalies)": (is_anom, s)}
+    pr_on = (is_anom, s)
+    if a["anomaly_fraction"] is not None:
+        result["unbalanced"] = unbalanced_metrics(is_anom, s, thr, fraction=a["anomaly_fraction"],
+                                                  draws=a["draws"], seed=cfg["seed"], fpr=a["recall_at_fpr"])
+        # The first draw of unbalanced_metrics, drawn again for its curves.
+        i = unbalanced_indices(is_anom, a["anomaly_fraction"], np.random.default_rng(cfg["seed"]))
+        pr_on = (is_anom[i], s[i])
+        curves[f"unbalanced draw ({a['anomaly_fraction']:.0%} anomalies)"] = pr_on
+    _write_json(metrics_out, result)
+
+    fpr, tpr, _ = roc_curve(is_anom, s)
+    _write_csv(curves_dir / "roc.csv", _curve_rows(fpr, tpr, ("fpr", "tpr")))
+    prec, rec, _ = precision_recall_curve(*pr_on)
+    _write_csv(curves_dir / "pr.csv", _curve_rows(rec[::-1], prec[::-1], ("recall", "precision")))
+
+    net = training.load(model)
+    order = np.argsort(s)
+    n = a["n_images"]
+    shown = np.concatenate([order[::-1][:n], order[:n]])
+    with torch.inference_mode():
+        imgs = torch.from_numpy(split.x_test[shown]).float() / 255.0
+        recons = net(imgs).numpy()
+    label = f"{a['score']} score" + (f" ({a['error']})" if a["score"].startswith("recon") else "")
+    figures = [
+        plots.score_histogram(s, is_anom, thr, plots_dir / "score_histogram.png", title=label),
+        plots.roc_pr_curves(curves, plots_dir / "roc_pr.png"),
+        plots.anomaly_extremes(imgs.numpy(), recons, s[shown], is_anom[shown], plots_dir / "extremes.png", n=n),
+        plots.loss_curve(hist, plots_dir / "loss_curve.png"),
+    ]
+    flat = {f"test/{k}": v for k, v in vars(full).items()}
+    flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items()})
+    flat.update({"threshold": thr, "val_flagged": result["val_flagged"],
+                 "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)})
+    run_id = tracking.log_run(
+        cfg=cfg, task="anomaly", run_id=run_id, history=hist, metrics=flat,
+        artifacts=[*figures, metrics_out, curves_dir / "roc.csv", curves_dir / "pr.csv", model, history],
+        model=net, example=imgs.numpy()[:2],
+        tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
+              "anomaly.protocol": a["protocol"], "anomaly.normal_classes": str(split.normal_classes)})
+    ub = result.get("unbalanced")
+    summary = (f"test AUROC {full.auroc:.3f} AUPRC {full.auprc:.3f}"
+               + (f" | {a['anomaly_fraction']:.0%} anomalies: AUPRC {ub['auprc']:.3f} ± {ub['auprc_std']:.3f}, "
+                  f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
+    return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary} | MLflow run {run_id} "
+            f"at {tracking.tracking_uri()}")
 
 
 def timed(stage: Callable[..., str], cfg: Mapping[str, Any], *args: Any, **kwargs: Any) -> str:

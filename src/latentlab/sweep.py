@@ -59,36 +59,55 @@ def data_key(cfg: Mapping[str, Any]) -> str:
 
 def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """download -> train -> embed -> cluster, baselines -> evaluate, in ``workdir``.
+    """The branch ``cfg["task"]`` names, in ``workdir``: download -> train -> embed ->
+    cluster, baselines -> evaluate; or download -> anomaly_train -> anomaly_score ->
+    anomaly_evaluate.
 
     The job's MLflow run is opened first (it shows up in the UI while training) and
     ends FAILED, with the error as a tag, if any stage raises. Returns metrics.json.
     """
     validate(cfg)
+    task = cfg["task"]
     out = Path(workdir)
-    run_id = tracking.open_run(cfg, parent_run_id=parent_run_id, tags=tags)
+    run_id = tracking.open_run(cfg, task=task, parent_run_id=parent_run_id, tags=tags)
     try:
         cache = cache_dir()
         dkey = data_key(cfg)
         data = _cached(cache / f"prepared-{dkey}.npz", lambda p: stages.timed(stages.download, cfg, p))
-        model, history = out / "train" / "model.pt", out / "train" / "history.csv"
-        latents = out / "embed" / "latents.npz"
-        assignments = out / "cluster" / "assignments.npz"
-        km = {k: cfg["cluster"][k] for k in ("k", "n_init", "max_iter")}
-        base_key = _key(dkey, cfg["seed"], cfg["protocol"], km, cfg["baselines"])
-        baselines = _cached(cache / f"baselines-{base_key}.npz",
-                            lambda p: stages.timed(stages.baselines, cfg, data, p))
-        stages.timed(stages.train, cfg, data, model, history)
-        stages.timed(stages.embed, cfg, data, model, latents)
-        stages.timed(stages.cluster, cfg, latents, assignments)
-        metrics = out / "evaluate" / "metrics.json"
-        stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, baselines],
-                     metrics, out / "evaluate" / "plots", run_id=run_id)
+        metrics = (_cluster if task == "cluster" else _anomaly)(cfg, data, out, cache, dkey, run_id)
     except BaseException as err:
         tracking.close_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
                            error=f"{type(err).__name__}: {err}")
         raise
     return json.loads(metrics.read_text())
+
+
+def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: str, run_id: str) -> Path:
+    model, history = out / "train" / "model.pt", out / "train" / "history.csv"
+    latents = out / "embed" / "latents.npz"
+    assignments = out / "cluster" / "assignments.npz"
+    km = {k: cfg["cluster"][k] for k in ("k", "n_init", "max_iter")}
+    base_key = _key(dkey, cfg["seed"], cfg["protocol"], km, cfg["baselines"])
+    baselines = _cached(cache / f"baselines-{base_key}.npz", lambda p: stages.timed(stages.baselines, cfg, data, p))
+    stages.timed(stages.train, cfg, data, model, history)
+    stages.timed(stages.embed, cfg, data, model, latents)
+    stages.timed(stages.cluster, cfg, latents, assignments)
+    metrics = out / "evaluate" / "metrics.json"
+    stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, baselines],
+                 metrics, out / "evaluate" / "plots", run_id=run_id)
+    return metrics
+
+
+def _anomaly(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: str, run_id: str) -> Path:
+    out = out / "anomaly"
+    model, history = out / "train" / "model.pt", out / "train" / "history.csv"
+    scores = out / "scores.npz"
+    metrics = out / "evaluate" / "metrics.json"
+    stages.timed(stages.anomaly_train, cfg, data, model, history)
+    stages.timed(stages.anomaly_score, cfg, data, model, scores)
+    stages.timed(stages.anomaly_evaluate, cfg, data, model, history, scores, metrics, out / "evaluate" / "plots",
+                 out / "evaluate", run_id=run_id)
+    return metrics
 
 
 class MLflowSweep(Callback):
@@ -102,14 +121,16 @@ class MLflowSweep(Callback):
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
         self.experiment: str | None = None
+        self.task = "cluster"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        self.experiment = config.tracking.experiment
+        self.task = config.task
+        self.experiment = tracking.experiment_for(config, self.task)
         self.parent_id = tracking.open_parent(
-            self.experiment, name=f"sweep-{sweep_dir.name}",
+            self.experiment, name=f"sweep-{sweep_dir.name}", task=self.task,
             tags={"sweep.overrides": " ".join(overrides) or "(none)", "sweep.dir": str(sweep_dir),
                   "sweep.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1]})
         self.sweep_dir = sweep_dir
@@ -131,8 +152,9 @@ class MLflowSweep(Callback):
         artifacts: list[Path] = []
         metrics, tags = None, None
         try:
-            report = compare.compare(parent_run_id=parent, experiment=self.experiment,
-                                     out_dir=self.sweep_dir / "compare")
+            metrics, rank_by = compare.TASK_METRICS[self.task]
+            report = compare.compare(parent_run_id=parent, experiment=self.experiment, metrics=metrics,
+                                     rank_by=rank_by, out_dir=self.sweep_dir / "compare")
             artifacts = report.files
             # The parent's row in the UI shows the best configuration's mean over seeds.
             metrics, tags = report.best_config, {"sweep.best_config": report.best_config_name}

@@ -53,9 +53,27 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
         yield
 
 
-def default_run_name(cfg: Mapping[str, Any]) -> str:
+# Each task logs to its own experiment, with only the config sections it reads: a
+# clustering run's params never show stale anomaly settings, and vice versa.
+TASK_SECTIONS = {"cluster": ("anomaly",), "anomaly": ("protocol", "cluster", "baselines", "evaluate")}
+
+
+def experiment_for(cfg: Mapping[str, Any], task: str) -> str:
+    return cfg["tracking"]["experiment" if task == "cluster" else "anomaly_experiment"]
+
+
+def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in ("task", *TASK_SECTIONS[task])}
+
+
+def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
     arch = cfg["model"]["_target_"].rsplit(".", 1)[-1].removesuffix("Autoencoder").lower()
-    return f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}-seed{cfg['seed']}"
+    name = f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}"
+    if task == "anomaly":
+        a = cfg["anomaly"]
+        listed = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
+        name += f"-{'normal' if a['protocol'] == 'one_class' else 'leftout'}{''.join(map(str, listed))}"
+    return f"{name}-seed{cfg['seed']}"
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -86,19 +104,26 @@ def git_commit(root: Path) -> tuple[str, bool]:
 # until the user picks them. These experiment tags make it open on the runs table,
 # and `?viewStateShareKey=latentlab` selects the columns a comparison needs.
 UI_VIEW_KEY = "latentlab"
-UI_COLUMNS = [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
-              f"metrics.`{M.RAW_KMEANS}/acc`", f"metrics.`{M.RAW_PCA_KMEANS}/acc`", "metrics.`recon_mse`",
-              *(f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed"))]
+_PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
+UI_COLUMNS = {
+    "cluster": [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
+                f"metrics.`{M.RAW_KMEANS}/acc`", f"metrics.`{M.RAW_PCA_KMEANS}/acc`", "metrics.`recon_mse`",
+                *_PARAM_COLUMNS],
+    "anomaly": [*(f"metrics.`{m}`" for m in ("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1",
+                                              "unbalanced/recall_at_fpr")),
+                *(f"params.`anomaly.{p}`" for p in ("protocol", "normal", "anomalous", "score", "error")),
+                *_PARAM_COLUMNS],
+}
 
 
-def _ui_tags() -> dict[str, str]:
+def _ui_tags(task: str) -> dict[str, str]:
     import json
 
     return {"mlflow.experimentKind": "custom_model_development",
-            f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps({"selectedColumns": UI_COLUMNS})}
+            f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps({"selectedColumns": UI_COLUMNS[task]})}
 
 
-def ensure_experiment(name: str, root: Path) -> str:
+def ensure_experiment(name: str, root: Path, task: str = "cluster") -> str:
     """Experiment id; a new experiment keeps its artifacts beside the store at the root.
 
     Call under ``store_lock``: the first call creates the store's schema.
@@ -108,27 +133,28 @@ def ensure_experiment(name: str, root: Path) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         if f"mlflow.sharedViewState.{UI_VIEW_KEY}" not in exp.tags:
-            for k, v in _ui_tags().items():
+            for k, v in _ui_tags(task).items():
                 mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = (project_root(root) / "mlartifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=location, tags=_ui_tags())
+    return mlflow.create_experiment(name, artifact_location=location, tags=_ui_tags(task))
 
 
 def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: list[dict[str, float]],
             metrics: Mapping[str, float], artifacts: list[Path], model, example: np.ndarray,
-            tags: Mapping[str, str], root: Path | None = None, run_id: str | None = None) -> str:
+            tags: Mapping[str, str], root: Path | None = None, run_id: str | None = None,
+            task: str = "cluster") -> str:
     """Log one complete run and return its id. The run ends FAILED if any step raises.
 
     ``run_id`` fills a run opened earlier by ``open_run`` (a sweep job's child run);
-    without it a new run is created.
+    without it a new run is created in the task's experiment.
     """
     root = project_root(root)
     with store_lock(tracking_uri(root)):
         return _log_run(cfg=cfg, run_name=run_name, history=history, metrics=metrics, artifacts=artifacts,
-                        model=model, example=example, tags=tags, root=root, run_id=run_id)
+                        model=model, example=example, tags=tags, root=root, run_id=run_id, task=task)
 
 
 def _base_tags() -> dict[str, str]:
@@ -140,13 +166,13 @@ def _base_tags() -> dict[str, str]:
     return tags
 
 
-def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags, root, run_id) -> str:
+def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags, root, run_id, task) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri(root))
     if run_id is None:
-        run_id = open_run(cfg, run_name=run_name, root=root, locked=True)
+        run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.set_tags(dict(tags))
         client = mlflow.MlflowClient()
@@ -172,13 +198,14 @@ def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags
         return run.info.run_id
 
 
-def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], root: Path) -> str:
+def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], root: Path,
+                task: str = "cluster") -> str:
     """A RUNNING run; call under ``store_lock``."""
     import mlflow
 
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
-    exp_id = ensure_experiment(experiment, root)
+    exp_id = ensure_experiment(experiment, root, task)
     client = mlflow.MlflowClient(uri)
     run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), **tags})
     if params:
@@ -186,23 +213,27 @@ def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Map
     return run.info.run_id
 
 
-def open_run(cfg: Mapping[str, Any], *, run_name: str | None = None, parent_run_id: str | None = None,
-             tags: Mapping[str, str] | None = None, root: Path | None = None, locked: bool = False) -> str:
-    """Create a RUNNING run holding the config (a sweep job shows up at once); returns its id."""
+def open_run(cfg: Mapping[str, Any], *, task: str = "cluster", run_name: str | None = None,
+             parent_run_id: str | None = None, tags: Mapping[str, str] | None = None, root: Path | None = None,
+             locked: bool = False) -> str:
+    """Create a RUNNING run holding the task's config (a sweep job shows up at once) in
+    the task's experiment; returns its id."""
     root = project_root(root)
-    all_tags = {**(tags or {}), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
-    args = (cfg["tracking"]["experiment"], run_name or default_run_name(cfg), all_tags, flatten(cfg), root)
+    all_tags = {"task": task, **(tags or {}), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+    args = (experiment_for(cfg, task), run_name or default_run_name(cfg, task), all_tags,
+            flatten(task_params(cfg, task)), root, task)
     if locked:
         return _create_run(*args)
     with store_lock(tracking_uri(root)):
         return _create_run(*args)
 
 
-def open_parent(experiment: str, *, name: str, tags: Mapping[str, str], root: Path | None = None) -> str:
+def open_parent(experiment: str, *, name: str, tags: Mapping[str, str], root: Path | None = None,
+                task: str = "cluster") -> str:
     """Create the parent run of a sweep (no params: its children differ)."""
     root = project_root(root)
     with store_lock(tracking_uri(root)):
-        return _create_run(experiment, name, {SWEEP_TAG: "parent", **tags}, {}, root)
+        return _create_run(experiment, name, {SWEEP_TAG: "parent", "task": task, **tags}, {}, root, task)
 
 
 def close_run(run_id: str, status: str, *, error: str | None = None, artifacts: list[Path] = (),
