@@ -122,6 +122,8 @@ def main() -> None:
                    help="normal sets: a digit, a range 0-6, or a list 1,7 (default: each digit, then 0-6)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--tag", default="default", help="names the results file")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the (set, seed) rows already in the results file, if its overrides match")
     a = p.parse_args()
 
     from latentlab.config import compose, validate
@@ -134,10 +136,17 @@ def main() -> None:
                  test_fraction=d["test_fraction"], seed=d["split_seed"])
     out = ROOT / "bench" / "results" / f"anomaly-{a.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, done = [], {}
+    if a.resume and out.exists():
+        old = json.loads(out.read_text())
+        if old["overrides"] == a.overrides:
+            done = {(tuple(r["normal"]), r["seed"]): r for r in old["rows"]}
     t0 = time.perf_counter()
     for s in a.sets:
         for seed in a.seeds:
+            if (tuple(parse_set(s)), seed) in done:
+                rows.append(done[tuple(parse_set(s)), seed])
+                continue
             r = run_one(cfg, parse_set(s), seed, ds)
             rows.append(r)
             best = max(r["scores"], key=lambda k: r["scores"][k]["auroc"])

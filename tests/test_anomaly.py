@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -185,3 +186,40 @@ def test_anomaly_figures(tmp_path):
              plots.anomaly_extremes(images, images * 0.5, scores, y, tmp_path / "extremes.png", n=6)]
     for p in paths:
         assert p.stat().st_size > 10_000 and not list(tmp_path.glob(".*.tmp.png"))
+
+
+def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_path, tiny_cfg):
+    """The three anomaly stages in process: leave-out of digit 9, 5% of the training pool
+    anomalies, a percentile threshold, no unbalanced draws."""
+    from latentlab import stages
+    from latentlab.config import compose, validate
+    from omegaconf import OmegaConf
+
+    from conftest import TINY
+
+    cfg = OmegaConf.to_container(compose([*TINY, "anomaly=leave_out", "anomaly.train_contamination=0.05",
+                                          "anomaly.threshold=percentile", "anomaly.percentile=90",
+                                          "anomaly.anomaly_fraction=null", "anomaly.score=recon+mahalanobis"]),
+                                 resolve=True)
+    validate(cfg)
+    data, model, hist, scores = (tmp_path / f for f in ("p.npz", "m.pt", "h.csv", "s.npz"))
+    stages.download(cfg, data)
+    line = stages.anomaly_train(cfg, data, model, hist)
+    assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
+    stages.anomaly_score(cfg, data, model, scores)
+    with np.load(scores) as s:
+        # 9s are the anomalies; the threshold flags ~10% of validation normals
+        assert (s["is_anomaly"] == (s["y"] == 9)).all() and len(s["y"]) == 500
+        assert 0.05 < (s["val_scores"] > s["threshold"]).mean() <= 0.12
+    stages.anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/plots",
+                            tmp_path / "e")
+    m = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert m["protocol"] == "leave_out" and m["normal_classes"] == list(range(9))
+    expected = round(m["n_fit"] / 0.9 * 0.05)  # 5% of the pool (fit + validation) is leaked anomalies
+    assert abs(m["n_contaminated"] - expected) <= 2 and "unbalanced" not in m
+    import mlflow
+
+    run = mlflow.MlflowClient().search_runs(
+        [mlflow.MlflowClient().get_experiment_by_name("latentlab-anomaly").experiment_id])[0]
+    assert run.info.run_name == "mnist-mlp-d10-leftout9-seed0"
+    assert run.data.params["anomaly.train_contamination"] == "0.05"

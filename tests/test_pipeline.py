@@ -223,17 +223,17 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
 
     repo, _, uri = pipeline
     before = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
-    _set(repo / "params.yaml", ["anomaly.score=recon+knn"])
+    _set(repo / "params.yaml", ["anomaly.score=recon"])
     out = _dvc(repo, "repro")
-    assert "[anomaly_score] wrote" in out and "recon+knn scores" in out and "[anomaly_evaluate] wrote" in out
+    assert "[anomaly_score] wrote" in out and "recon scores (ssim)" in out and "[anomaly_evaluate] wrote" in out
     for stage in ("anomaly_train", "train", "evaluate", "cluster"):
         assert f"[{stage}]" not in out, stage
     after = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
-    assert after["score"] == "recon+knn" and after["test"]["auroc"] != before["test"]["auroc"]
+    assert after["score"] == "recon" and after["test"]["auroc"] != before["test"]["auroc"]
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("latentlab-anomaly").experiment_id],
                               order_by=["start_time ASC"])
-    assert [r.data.params["anomaly.score"] for r in runs] == ["recon", "recon+knn"]
+    assert [r.data.params["anomaly.score"] for r in runs] == ["recon+knn", "recon"]
 
 
 def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):

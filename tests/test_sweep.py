@@ -165,3 +165,35 @@ def test_slurm_preset_follows_the_trainer():
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["tasks_per_node"]) == (2, 4)
     assert launcher["timeout_min"] == 240 and launcher["array_parallelism"] == 64
+
+
+def test_anomaly_sweep_over_the_normal_class(tmp_path):
+    """`latentlab task=anomaly -m anomaly.normal=[0],[1],[0,1]`: one child run per normal set
+    in the anomaly experiment, and the parent compares them by AUROC."""
+    import mlflow
+    import pandas as pd
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    r = latentlab(tmp_path, "-m", "task=anomaly", *TINY_SWEEP, "anomaly.normal=[0],[1],[0,1]", uri=uri)
+    out = r.stdout + r.stderr
+    assert out.count("[anomaly_train] wrote") == 3 and "[train]" not in out and "[cluster]" not in out
+    client = mlflow.MlflowClient(uri)
+    assert client.get_experiment_by_name("latentlab") is None  # nothing in the clustering experiment
+    runs = client.search_runs([client.get_experiment_by_name("latentlab-anomaly").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("latentlab.sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.params["anomaly.normal"] for c in children) == ["[0, 1]", "[0]", "[1]"]
+    for c in children:
+        job_dir = Path(parent.data.tags["sweep.dir"]) / c.data.tags["hydra.job_num"]
+        m = json.loads((job_dir / "anomaly/evaluate/metrics.json").read_text())
+        assert m["normal_classes"] == json.loads(c.data.params["anomaly.normal"])
+        assert c.data.metrics["test/auroc"] == pytest.approx(m["test"]["auroc"]) and m["test"]["auroc"] > 0.6
+    best = max(children, key=lambda c: c.data.metrics["test/auroc"])
+    assert parent.data.tags["sweep.best_config"] == f"anomaly.normal={best.data.params['anomaly.normal']}"
+    assert parent.data.metrics["test/auroc"] == pytest.approx(best.data.metrics["test/auroc"])
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.md", "test_auroc.png", "unbalanced_auprc.png"} <= names
+    r = latentlab(tmp_path, "compare", "--task", "anomaly", "--sweep", "latest", "--out", "cmp", uri=uri)
+    summary = pd.read_csv(tmp_path / "cmp/summary.csv")
+    assert len(summary) == 3 and "unbalanced/f1 mean" in summary.columns
