@@ -87,32 +87,62 @@ def run_one(cfg: dict, normal: list[int], seed: int, ds) -> dict:
             "train_seconds": round(train_s, 1), "scores": scores}
 
 
-def table(rows: list[dict], show: list[str]) -> str:
-    """Markdown: one line per normal set (mean over seeds), AUROC of each shown score."""
+def table(rows: list[dict], show: list[str], best: str) -> str:
+    """Markdown: one line per normal set, the AUROC of each shown score, then the full-test
+    AUPRC and the unbalanced (1% anomalies) AUPRC and F1 of ``best``; means over seeds,
+    [min, max] when there are several."""
     sets: dict[str, list[dict]] = {}
     for r in rows:
-        sets.setdefault("-".join(map(str, r["normal"])) if len(r["normal"]) < 3 else
-                        f"{r['normal'][0]}-{r['normal'][-1]}", []).append(r)
-    head = ["normal", "seeds", *[f"{s} AUROC" for s in show], f"{show[0]} AUPRC", "Deep SVDD"]
+        n = r["normal"]
+        sets.setdefault(str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}", []).append(r)
+
+    def cell(rs: list[dict], score: str, key: str) -> str:
+        v = [r["scores"][score][key] for r in rs]
+        return f"{np.mean(v):.3f}" + (f" [{min(v):.3f}, {max(v):.3f}]" if len(v) > 1 else "")
+
+    extra = [("auprc", "AUPRC"), ("unbalanced_auprc", "AUPRC, 1%"), ("unbalanced_f1", "F1, 1%")]
+    head = ["normal", "seeds", *[f"{s} AUROC" for s in show], *[f"{best} {h}" for _, h in extra],
+            "Deep SVDD AUROC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    means: dict[str, list[float]] = {s: [] for s in show}
-    singles = []
     for name, rs in sets.items():
-        cells = [name, str(len(rs))]
-        for s in show:
-            v = [r["scores"][s]["auroc"] for r in rs]
-            cells.append(f"{np.mean(v):.3f}" + (f" [{min(v):.3f}, {max(v):.3f}]" if len(v) > 1 else ""))
-            if len(rs[0]["normal"]) == 1:
-                means[s].append(float(np.mean(v)))
-        cells.append(f"{np.mean([r['scores'][show[0]]['auprc'] for r in rs]):.3f}")
         single = len(rs[0]["normal"]) == 1
-        cells.append(f"{DEEP_SVDD[rs[0]['normal'][0]]:.3f}" if single else "")
-        singles.append(single)
-        lines.append("| " + " | ".join(cells) + " |")
-    if sum(singles) == 10:
-        lines.append("| **mean of 10 digits** | | " + " | ".join(f"**{np.mean(means[s]):.3f}**" for s in show)
-                     + " | | 0.948 |")
+        lines.append("| " + " | ".join([name, str(len(rs)), *[cell(rs, s, "auroc") for s in show],
+                                        *[cell(rs, best, k) for k, _ in extra],
+                                        f"{DEEP_SVDD[rs[0]['normal'][0]]:.3f}" if single else ""]) + " |")
+    singles = [r for r in rows if len(r["normal"]) == 1]
+    if len({r["normal"][0] for r in singles}) == 10:
+        mean = lambda s, k: np.mean([r["scores"][s][k] for r in singles])  # noqa: E731
+        lines.append("| **mean of 10 digits** | | " + " | ".join(
+            [f"**{mean(s, 'auroc'):.3f}**" for s in show] + [f"{mean(best, k):.3f}" for k, _ in extra])
+            + " | 0.948 |")
     return "\n".join(lines)
+
+
+def figure(rows: list[dict], scores: list[str], path: Path) -> Path:
+    """Per-digit AUROC (mean over seeds, min..max bars) of the chosen scores beside Deep SVDD."""
+    from latentlab.plots import plt, save_figure
+
+    singles = [r for r in rows if len(r["normal"]) == 1]
+    digits = sorted({r["normal"][0] for r in singles})
+    width = 0.8 / (len(scores) + 1)
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for j, s in enumerate(scores):
+        vals = [[r["scores"][s]["auroc"] for r in singles if r["normal"][0] == d] for d in digits]
+        mean = np.array([np.mean(v) for v in vals])
+        err = [mean - [min(v) for v in vals], [max(v) for v in vals] - mean]
+        ax.bar(np.arange(len(digits)) + j * width, mean, width, yerr=err, capsize=2,
+               label=f"{s} (mean {mean.mean():.3f})")
+    ax.bar(np.arange(len(digits)) + len(scores) * width, [DEEP_SVDD[d] for d in digits], width, color="grey",
+           label=f"Deep SVDD, published (mean {np.mean([DEEP_SVDD[d] for d in digits]):.3f})")
+    ax.axhline(PUBLISHED_MEAN["GEOM"], color="black", linestyle=":", label="GEOM mean, published (0.980)")
+    ax.set_xticks(np.arange(len(digits)) + 0.4 - width / 2, [str(d) for d in digits])
+    ax.set_xlabel("normal digit (all 10,000 test images scored)")
+    ax.set_ylabel("AUROC")
+    ax.set_ylim(0.8, 1.005)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    ax.set_title("one-class MNIST: AUROC per normal digit (bars: min..max over seeds)")
+    return save_figure(fig, path)
 
 
 def main() -> None:
@@ -122,6 +152,7 @@ def main() -> None:
                    help="normal sets: a digit, a range 0-6, or a list 1,7 (default: each digit, then 0-6)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--tag", default="default", help="names the results file")
+    p.add_argument("--figure", type=Path, help="also draw the per-digit AUROC figure here (PNG)")
     p.add_argument("--resume", action="store_true",
                    help="keep the (set, seed) rows already in the results file, if its overrides match")
     a = p.parse_args()
@@ -166,7 +197,9 @@ def main() -> None:
         print("\nmean one-class AUROC per score: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                              sorted(mean.items(), key=lambda kv: -kv[1])))
     best_combined = max((k for k in names if "+" in k), key=lambda k: mean.get(k, 0.0))
-    print(f"\n{table(rows, ['mse', best_combined, 'pixels_pca_lof'])}\n\nwrote {out} "
+    if a.figure and singles:
+        print(f"drew {figure(rows, ['mse', best_combined, 'pixels_pca_lof'], a.figure)}")
+    print(f"\n{table(rows, ['mse', 'ssim', best_combined, 'pixels_pca_lof'], best_combined)}\n\nwrote {out} "
           f"({time.perf_counter() - t0:.0f}s); published mean AUROC: {PUBLISHED_MEAN}")
 
 
