@@ -328,8 +328,9 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         plots.anomaly_extremes(imgs.numpy(), recons, s[shown], is_anom[shown], plots_dir / "extremes.png", n=n),
         plots.loss_curve(hist, plots_dir / "loss_curve.png"),
     ]
-    flat = {f"test/{k}": v for k, v in vars(full).items()}
-    flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items()})
+    # `fpr` is the setting recall_at_fpr was read at, not a measurement: it stays in metrics.json.
+    flat = {f"test/{k}": v for k, v in vars(full).items() if k != "fpr"}
+    flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items() if k != "fpr"})
     flat.update({"threshold": thr, "val_flagged": result["val_flagged"],
                  "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)})
     run_id = tracking.log_run(
