@@ -26,7 +26,8 @@ LINE = re.compile(r"^\[(\w+)\] .*\(([\d.]+)s, peak memory ([\d.]+) GiB\)$", re.M
 
 
 def dvc(repo: Path, *args: str) -> tuple[str, float]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    # The clone's own code, not the editable install of this working tree.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own store
     t = time.perf_counter()
     r = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
@@ -60,7 +61,7 @@ def main() -> None:
     for s in stages:
         print(f"| {s['stage']} | {s['seconds']:.1f} | {s['peak_gib']:.2f} |")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
-    for m in ("autoencoder", "raw_kmeans", "raw_pca_kmeans"):
+    for m in ("autoencoder", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
     t, u = anomaly["test"], anomaly.get("unbalanced")
