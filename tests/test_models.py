@@ -47,3 +47,31 @@ def test_training_is_deterministic(tmp_path, tiny_cfg):
                          batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
                          seed=3, workdir=tmp_path).history for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_random_affine_moves_each_image_independently():
+    from latentlab.models import random_affine
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 12:16, 12:16] = 1.0  # a centred square
+    torch.manual_seed(0)
+    assert torch.allclose(random_affine(x, 0.0, 0.0), x, atol=1e-6)  # no-op settings change nothing
+    out = random_affine(x, 15.0, 0.1)
+    cols = torch.arange(28.0)
+    cx = (out.sum(dim=(1, 2)) * cols).sum(1) / out.sum(dim=(1, 2, 3))  # centre of mass, x
+    assert out.shape == x.shape
+    assert (cx - 13.5).abs().max() <= 0.1 * 28 + 0.5       # shifted by at most 10% of the width
+    assert cx.std() > 0.5                                   # and not the same shift for the whole batch
+
+
+def test_augmented_training_runs_and_is_deterministic(tmp_path, tiny_cfg):
+    x = np.random.default_rng(1).integers(0, 256, size=(200, 1, 8, 8), dtype=np.uint8)
+    model = {**tiny_cfg["model"], "hidden": [16], "latent_dim": 2}
+    runs = [training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
+                         batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
+                         augment={"degrees": 10.0, "translate": 0.1}, seed=3, workdir=tmp_path).history
+            for _ in range(2)]
+    plain = training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
+                         batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
+                         seed=3, workdir=tmp_path).history
+    assert runs[0] == runs[1] and runs[0] != plain

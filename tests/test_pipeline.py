@@ -76,7 +76,7 @@ def test_repro_writes_metrics_for_every_method(pipeline):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
-    for method in ("autoencoder", "raw_kmeans", "raw_pca_kmeans"):
+    for method in ("autoencoder", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
         assert set(m[method]) == {"acc", "nmi", "ari", "purity"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
@@ -234,6 +234,22 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
     runs = client.search_runs([client.get_experiment_by_name("latentlab-anomaly").experiment_id],
                               order_by=["start_time ASC"])
     assert [r.data.params["anomaly.score"] for r in runs] == ["recon+knn", "recon"]
+
+
+@pytest.mark.parametrize("overrides, rerun, untouched", [
+    # augmentation is a clustering aid: the anomaly branch and the pixel baselines ignore it
+    (["train.augment.degrees=0", "train.augment.translate=0"], ["train", "cluster", "evaluate"],
+     ["anomaly_", "baselines"]),
+    # another cluster pipeline: re-cluster latents and pixels, no retraining
+    (["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "baselines", "evaluate"],
+     ["train", "anomaly_"]),
+], ids=["augment", "cluster-pipeline"])
+def test_a_param_change_reruns_exactly_its_stages(pipeline, overrides, rerun, untouched):
+    repo, _, _ = pipeline
+    _set(repo / "params.yaml", overrides)
+    out = _dvc(repo, "repro")
+    assert all(f"[{stage}] wrote" in out for stage in rerun), out
+    assert not any(f"[{stage}" in out for stage in untouched), out
 
 
 def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):

@@ -58,7 +58,8 @@ def test_parallel_sweep_loses_no_run_and_no_metric(parallel_sweep):
                r.data.params["seed"]) for r in children}
     assert len(combos) == 8
     for r in children:
-        for m in ("autoencoder/acc", "autoencoder/nmi", "raw_kmeans/acc", "raw_pca_kmeans/nmi", "recon_mse"):
+        for m in ("autoencoder/acc", "autoencoder/nmi", "raw_kmeans/acc", "raw_pca_kmeans/nmi", "raw_umap/acc",
+                  "recon_mse"):
             assert m in r.data.metrics, (r.info.run_name, m)
         assert [h.step for h in client.get_metric_history(r.info.run_id, "val/recon_loss")] == [0, 1]
         # each job's outputs in its own folder, and they are what MLflow holds

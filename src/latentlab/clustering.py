@@ -1,33 +1,79 @@
 """Clustering of latents and the raw-pixel baselines, as scikit-learn pipelines.
 
 Inputs are float arrays of shape (N, D); outputs are int cluster ids of shape (N,).
+A pipeline is: optional z-scoring -> optional PCA -> optional UMAP (the manifold step
+of N2D) -> k-means or a Gaussian mixture.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from latentlab.errors import ConfigError
 
+MANIFOLDS = ("none", "umap")
+ALGORITHMS = ("kmeans", "gmm")
 
-def make_pipeline(*, k: int, n_init: int, max_iter: int, seed: int, standardize: bool = False,
-                  pca: int | float | None = None) -> Pipeline:
-    """Optional z-scoring, optional PCA (components, or explained-variance fraction), k-means."""
+
+def make_manifold(umap: Mapping[str, Any], seed: int):
+    """UMAP with the config's settings. A fixed ``random_state`` makes it deterministic
+    (and single-threaded: umap-learn's price for reproducibility)."""
+    from umap import UMAP
+
+    return UMAP(n_components=umap["n_components"], n_neighbors=umap["n_neighbors"], min_dist=umap["min_dist"],
+                metric=umap["metric"], random_state=seed, n_jobs=1)
+
+
+def make_clusterer(*, k: int, algorithm: str, n_init: int, max_iter: int, seed: int, n: int,
+                   covariance_type: str = "full", minibatch_above: int = 100_000):
+    """k-means (mini-batch k-means above ``minibatch_above`` samples: full Lloyd passes
+    over millions of points cost minutes and give the same clusters) or a Gaussian mixture."""
+    if algorithm == "gmm":
+        return GaussianMixture(n_components=k, covariance_type=covariance_type, n_init=n_init,
+                               max_iter=max_iter, random_state=seed)
+    if n > minibatch_above:
+        return MiniBatchKMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, batch_size=4096,
+                               random_state=seed)
+    return KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed)
+
+
+def make_pipeline(*, k: int, n_init: int, max_iter: int, seed: int, n: int, standardize: bool = False,
+                  pca: int | float | None = None, manifold: str = "none", umap: Mapping[str, Any] | None = None,
+                  algorithm: str = "kmeans", covariance_type: str = "full",
+                  minibatch_above: int = 100_000) -> Pipeline:
+    """Optional z-scoring, optional PCA (components, or explained-variance fraction),
+    optional UMAP, then the clusterer. ``n`` is the number of samples it will be fitted on."""
+    if manifold not in MANIFOLDS:
+        raise ConfigError(f"cluster.manifold must be one of {list(MANIFOLDS)}, got {manifold!r}")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"cluster.algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
     return Pipeline([
         ("scale", StandardScaler() if standardize else "passthrough"),
         ("pca", PCA(n_components=pca, random_state=seed) if pca is not None else "passthrough"),
-        ("kmeans", KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed)),
+        ("manifold", make_manifold(umap, seed) if manifold == "umap" else "passthrough"),
+        ("cluster", make_clusterer(k=k, algorithm=algorithm, n_init=n_init, max_iter=max_iter, seed=seed, n=n,
+                                   covariance_type=covariance_type, minibatch_above=minibatch_above)),
     ])
 
 
-def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, **params) -> tuple[np.ndarray, Pipeline]:
-    """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing."""
+def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: int | None = None,
+                **params) -> tuple[np.ndarray, Pipeline]:
+    """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing.
+
+    When x_score is x_fit (the `all` protocol) the fit's own assignments are returned.
+    Above ``max_fit`` samples the pipeline is fitted on a seeded sample of that many and
+    assigns every point by ``predict`` (UMAP's ``transform`` for the rest): a UMAP graph
+    over millions of points would cost hours for no better clusters.
+    """
     k = params["k"]
     if len(x_fit) < k:
         raise ConfigError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
@@ -35,14 +81,33 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, **params) -> 
     if isinstance(pca, int) and pca > min(x_fit.shape):
         raise ConfigError(f"PCA components {pca} for {name} exceed the data's dimension "
                           f"{x_fit.shape[1]} (or sample count {x_fit.shape[0]})")
-    print(f"  {name}: clustering {x_fit.shape[0]}x{x_fit.shape[1]} into k={k} "
-          f"(n_init={params['n_init']}, pca={pca}) ...", flush=True)
+    same = x_score is x_fit
+    if max_fit is not None and len(x_fit) > max_fit:
+        pick = np.sort(np.random.default_rng(params["seed"]).choice(len(x_fit), size=max_fit, replace=False))
+        x_fit, same = x_fit[pick], False
+    steps = [s for s, on in (("standardised", params.get("standardize")), (f"PCA {pca}", pca is not None),
+                             ("UMAP", params.get("manifold") == "umap")) if on]
+    print(f"  {name}: fitting {' + '.join(steps + [params.get('algorithm', 'kmeans')])} on "
+          f"{x_fit.shape[0]}x{x_fit.shape[1]}, k={k} ...", flush=True)
     t = time.perf_counter()
-    pipe = make_pipeline(**params).fit(x_fit)
-    labels = pipe.predict(x_score) if x_score is not x_fit else pipe.named_steps["kmeans"].labels_
-    print(f"  {name}: done in {time.perf_counter() - t:.1f}s "
-          f"({pipe.named_steps['kmeans'].n_iter_} k-means iterations)", flush=True)
+    pipe = make_pipeline(n=len(x_fit), **params)
+    if same:
+        labels = pipe.fit_predict(x_fit)
+    else:
+        pipe.fit(x_fit)
+        labels = pipe.predict(x_score)
+    last = pipe.named_steps["cluster"]
+    iters = f"{last.n_iter_} iterations" + ("" if getattr(last, "converged_", True) else ", NOT converged")
+    print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s "
+          f"({type(last).__name__}, {iters})", flush=True)
     return labels.astype(np.int64), pipe
+
+
+def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The keyword arguments of ``fit_predict`` from the ``cluster`` config node."""
+    keys = ("k", "n_init", "max_iter", "standardize", "pca", "manifold", "umap", "algorithm",
+            "covariance_type", "minibatch_above", "max_fit")
+    return {**{key: cluster[key] for key in keys}, "seed": seed}
 
 
 def pixels(x: np.ndarray) -> np.ndarray:

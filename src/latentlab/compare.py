@@ -38,7 +38,7 @@ def default_experiment(task: str) -> str:
 
     tracking_cfg = OmegaConf.load(CONF_DIR / "config.yaml").tracking
     return tracking_cfg["experiment" if task == "cluster" else "anomaly_experiment"]
-BASELINES = (M.RAW_KMEANS, M.RAW_PCA_KMEANS)
+BASELINES = (M.RAW_KMEANS, M.RAW_PCA_KMEANS, M.RAW_UMAP)
 # Parameters that differ between runs without changing what was computed.
 IGNORED = {"params.data.mirror", "params.data.cache", "params.seed"}
 LATENT = "params.model.latent_dim"
@@ -157,7 +157,7 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
         ax.set_xticks(range(len(summary)), labels, rotation=30, ha="right")
     method, _, score = metric.partition("/")
     if method == M.AUTOENCODER:
-        for b, style in zip(BASELINES, ("--", ":")):
+        for b, style in zip(BASELINES, ("--", ":", "-.")):
             col = f"metrics.{b}/{score}"
             if col in runs.columns and runs[col].notna().any():
                 ax.axhline(runs[col].mean(), color="grey", linestyle=style, label=f"{b} (baseline)")

@@ -152,6 +152,22 @@ def _validate_anomaly(cfg, dataset: str) -> None:
     _int(cfg, "anomaly.n_images", 1, 64)
 
 
+def _validate_manifold(cfg) -> None:
+    from latentlab.clustering import ALGORITHMS, MANIFOLDS
+
+    _choice(cfg, "cluster.manifold", MANIFOLDS)
+    _int(cfg, "cluster.umap.n_components", 1, 100)
+    _int(cfg, "cluster.umap.n_neighbors", 2, 1000)
+    _float(cfg, "cluster.umap.min_dist", 0.0, 1.0)
+    _choice(cfg, "cluster.umap.metric", ("euclidean", "cosine", "manhattan", "correlation"))
+    _choice(cfg, "cluster.algorithm", ALGORITHMS)
+    _choice(cfg, "cluster.covariance_type", ("full", "tied", "diag", "spherical"))
+    _int(cfg, "cluster.minibatch_above", 1)
+    max_fit = _int(cfg, "cluster.max_fit", 1)
+    if max_fit < _get(cfg, "cluster.k"):
+        raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError naming the first invalid key and its value."""
     from latentlab.data import DATASETS
@@ -190,6 +206,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "train.patience", 1)
     _float(cfg, "train.min_delta", 0.0, 1.0)
     _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
+    _float(cfg, "train.augment.degrees", 0.0, 180.0)
+    _float(cfg, "train.augment.translate", 0.0, 0.5)
     if not isinstance(_get(cfg, "trainer"), Mapping):
         raise ConfigError(f"trainer must be a mapping of Lightning Trainer arguments, got {cfg['trainer']!r}")
 
@@ -205,6 +223,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"cluster.pca={pca} components must be in [1, model.latent_dim={latent}]")
     if isinstance(pca, float) and not 0.0 < pca < 1.0:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
+    _validate_manifold(cfg)
     _int(cfg, "baselines.pca_components", 1, INPUT_DIMS[name])
 
     _int(cfg, "evaluate.n_images", 1, 64)

@@ -5,10 +5,11 @@ TRAIN_LOSS = f"train/{RECON_LOSS}"
 VAL_LOSS = f"val/{RECON_LOSS}"
 
 # Clustering methods scored side by side in every run.
-AUTOENCODER = "autoencoder"         # the autoencoder's latents (+ optional PCA) -> k-means
+AUTOENCODER = "autoencoder"         # the autoencoder's latents -> the `cluster` config's pipeline
 RAW_KMEANS = "raw_kmeans"           # baseline: k-means on raw pixels
 RAW_PCA_KMEANS = "raw_pca_kmeans"   # baseline: PCA on raw pixels -> k-means
-METHODS = (AUTOENCODER, RAW_KMEANS, RAW_PCA_KMEANS)
+RAW_UMAP = "raw_umap"               # baseline: PCA on raw pixels -> UMAP -> the configured clusterer
+METHODS = (AUTOENCODER, RAW_KMEANS, RAW_PCA_KMEANS, RAW_UMAP)
 
 # Per-method clustering scores.
 SCORES = ("acc", "nmi", "ari", "purity")

@@ -105,6 +105,20 @@ def to_float(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(255.0)
 
 
+def random_affine(x: torch.Tensor, degrees: float, translate: float) -> torch.Tensor:
+    """Each image of x (N, C, H, W) rotated by up to ``degrees`` and shifted by up to
+    ``translate`` of its size, independently (torchvision's RandomAffine draws one
+    transform per call, i.e. per batch). Uses the global torch RNG, seeded by Lightning."""
+    n = len(x)
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+    # affine_grid works in [-1, 1] coordinates: a shift of f of the size is 2f there.
+    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * 2 * translate
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
 def per_sample_mse(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """(N, ...) x2 -> (N,) mean squared error of each sample."""
     return (recon - x).pow(2).flatten(1).mean(1)
@@ -119,7 +133,7 @@ class LitAutoencoder(pl.LightningModule):
 
     def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
                  input_shape: tuple[int, int, int], lr_schedule: str = "constant",
-                 max_epochs: int = 1) -> None:
+                 max_epochs: int = 1, augment: dict[str, float] | None = None) -> None:
         super().__init__()
         from hydra.utils import instantiate
 
@@ -132,6 +146,11 @@ class LitAutoencoder(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
         x = to_float(batch[0])
+        aug = self.hparams.augment
+        if stage == "train" and aug and (aug["degrees"] > 0 or aug["translate"] > 0):
+            # The model reconstructs the shifted/rotated image: its code must not hinge on
+            # the exact position of a stroke (ASPC-DA's pretraining).
+            x = random_affine(x, aug["degrees"], aug["translate"])
         loss = nn.functional.mse_loss(self.net(x), x)
         self.log(M.recon_loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(x), sync_dist=True)

@@ -52,14 +52,16 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
             f"of shape {tuple(ds.image_shape)}, sha256 {ds.meta['sha256'][:12]}")
 
 
-def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images") -> str:
+def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images",
+         augment: Mapping[str, float] | None = None) -> str:
     from latentlab import training
 
     t = cfg["train"]
     result = training.fit(x, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                           batch_size=t["batch_size"], max_epochs=t["max_epochs"],
                           val_fraction=t["val_fraction"], patience=t["patience"],
-                          min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], seed=cfg["seed"],
+                          min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], augment=augment,
+                          seed=cfg["seed"],
                           workdir=model_out.parent)
     training.save(result, model_out)
     training.write_history(result.history, history_out)
@@ -72,7 +74,8 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     from latentlab.data import Prepared
 
     x_fit, _, _, _ = Prepared.load(data).split(cfg["protocol"])
-    return _fit(cfg, x_fit, model_out, history_out)
+    # Augmentation is a clustering aid: the anomaly branch trains on the images as they are.
+    return _fit(cfg, x_fit, model_out, history_out, augment=cfg["train"]["augment"])
 
 
 def embed(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
@@ -95,36 +98,37 @@ def _fit_score(cfg: Mapping[str, Any], train: np.ndarray, test: np.ndarray) -> t
     return train, test
 
 
-def _kmeans_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    c = cfg["cluster"]
-    return {"k": c["k"], "n_init": c["n_init"], "max_iter": c["max_iter"], "seed": cfg["seed"]}
-
-
 def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
-    """The autoencoder method: (standardise, PCA of) the latents, then k-means."""
-    from latentlab.clustering import fit_predict
+    """The autoencoder method: the latents through the configured pipeline
+    (standardise, PCA, UMAP: each optional), then k-means or a Gaussian mixture."""
+    from latentlab.clustering import fit_predict, pipeline_params
 
     with np.load(latents) as z:
         z_fit, z_score = _fit_score(cfg, z["z_train"], z["z_test"])
-    c = cfg["cluster"]
-    labels, pipe = fit_predict(z_fit, z_score, M.AUTOENCODER, standardize=c["standardize"], pca=c["pca"],
-                               **_kmeans_params(cfg))
+    labels, _ = fit_predict(z_fit, z_score, M.AUTOENCODER, **pipeline_params(cfg["cluster"], cfg["seed"]))
     _savez(out, **{M.AUTOENCODER: labels})
-    return f"wrote {out}: {len(labels)} assignments to {c['k']} clusters, inertia {pipe[-1].inertia_:.4g}"
+    return f"wrote {out}: {len(labels)} assignments to {cfg['cluster']['k']} clusters"
 
 
 def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
-    """What the autoencoder must beat: k-means, and PCA + k-means, on raw pixels."""
-    from latentlab.clustering import fit_predict, pixels
+    """What the autoencoder must beat, on raw pixels: k-means, PCA + k-means, and the
+    cluster config's own manifold step (UMAP of the pixels' PCA, then the same clusterer)."""
+    from latentlab.clustering import fit_predict, pipeline_params, pixels
     from latentlab.data import Prepared
 
     ds = Prepared.load(data)
     x_fit, x_score = _fit_score(cfg, pixels(ds.x_train), pixels(ds.x_test))
-    km = _kmeans_params(cfg)
-    raw, _ = fit_predict(x_fit, x_score, M.RAW_KMEANS, **km)
-    pca, _ = fit_predict(x_fit, x_score, M.RAW_PCA_KMEANS, pca=cfg["baselines"]["pca_components"], **km)
-    _savez(out, **{M.RAW_KMEANS: raw, M.RAW_PCA_KMEANS: pca})
-    return f"wrote {out}: {len(raw)} assignments for {M.RAW_KMEANS} and {M.RAW_PCA_KMEANS}"
+    c = pipeline_params(cfg["cluster"], cfg["seed"])
+    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
+    pcs = cfg["baselines"]["pca_components"]
+    out_labels = {
+        M.RAW_KMEANS: fit_predict(x_fit, x_score, M.RAW_KMEANS, **km)[0],
+        M.RAW_PCA_KMEANS: fit_predict(x_fit, x_score, M.RAW_PCA_KMEANS, **{**km, "pca": pcs})[0],
+        M.RAW_UMAP: fit_predict(x_fit, x_score, M.RAW_UMAP, **{**c, "standardize": False, "pca": pcs,
+                                                                "manifold": "umap"})[0],
+    }
+    _savez(out, **out_labels)
+    return f"wrote {out}: {len(out_labels[M.RAW_KMEANS])} assignments for {', '.join(out_labels)}"
 
 
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,

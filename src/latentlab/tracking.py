@@ -63,7 +63,11 @@ def experiment_for(cfg: Mapping[str, Any], task: str) -> str:
 
 
 def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in ("task", *TASK_SECTIONS[task])}
+    """The config sections a task's run reads (anomaly runs do not augment: no train.augment)."""
+    params = {k: v for k, v in cfg.items() if k not in ("task", *TASK_SECTIONS[task])}
+    if task == "anomaly" and isinstance(params.get("train"), Mapping):
+        params["train"] = {k: v for k, v in params["train"].items() if k != "augment"}
+    return params
 
 
 def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
@@ -107,7 +111,7 @@ UI_VIEW_KEY = "latentlab"
 _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
 UI_COLUMNS = {
     "cluster": [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
-                f"metrics.`{M.RAW_KMEANS}/acc`", f"metrics.`{M.RAW_PCA_KMEANS}/acc`", "metrics.`recon_mse`",
+                f"metrics.`{M.RAW_PCA_KMEANS}/acc`", f"metrics.`{M.RAW_UMAP}/acc`", "metrics.`recon_mse`",
                 *_PARAM_COLUMNS],
     "anomaly": [*(f"metrics.`{m}`" for m in ("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1",
                                               "unbalanced/recall_at_fpr")),

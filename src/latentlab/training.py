@@ -73,10 +73,13 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_size: int,
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
-        lr_schedule: str = "constant", workdir: str | Path | None = None) -> FitResult:
+        lr_schedule: str = "constant", augment: dict[str, float] | None = None,
+        workdir: str | Path | None = None) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
+    ``augment`` ({degrees, translate}): random per-image rotations and shifts of the
+    training batches (validation images are left as they are).
     ``trainer`` goes to Lightning's Trainer as is: ``strategy: ddp_spawn, devices: 2``
     trains in 2 processes (each sees half of every epoch; losses are averaged).
     """
@@ -86,7 +89,7 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     train_dl = DataLoader(TensorDataset(data[tr]), batch_size=batch_size, shuffle=True)
     val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
-                         lr_schedule=lr_schedule, max_epochs=max_epochs)
+                         lr_schedule=lr_schedule, max_epochs=max_epochs, augment=augment)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as ckdir:

@@ -1,0 +1,88 @@
+"""The cluster step: PCA/UMAP + k-means/GMM pipelines, large-n handling, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from latentlab.clustering import fit_predict, pipeline_params
+from latentlab.config import compose
+from latentlab.errors import ConfigError
+from latentlab.metrics import cluster_accuracy
+
+
+def _params(*overrides: str) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose(list(overrides)), resolve=True)
+    return pipeline_params(cfg["cluster"], seed=0)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    # 6 clusters in 40 dims, anisotropic enough that PCA-less k-means is not a given.
+    x, y = make_blobs(n_samples=3000, n_features=40, centers=6, cluster_std=3.0, random_state=3)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("preset", [["cluster=kmeans"], ["cluster=n2d"], ["cluster=n2d", "cluster.algorithm=kmeans"],
+                                    ["cluster=kmeans", "cluster.pca=5", "cluster.standardize=true"]])
+def test_every_pipeline_recovers_separated_clusters(blobs, preset):
+    x, y = blobs
+    labels, pipe = fit_predict(x, x, "test", **{**_params(*preset), "k": 6})
+    assert labels.shape == (len(x),) and labels.dtype == np.int64
+    assert cluster_accuracy(y, labels) > 0.99, preset
+
+
+def test_n2d_is_deterministic_for_a_seed(blobs):
+    x, _ = blobs
+    p = {**_params("cluster=n2d"), "k": 6}
+    a, _ = fit_predict(x, x, "a", **p)
+    b, _ = fit_predict(x.copy(), x.copy(), "b", **p)
+    assert np.array_equal(a, b)
+
+
+def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys):
+    x, y = blobs
+    p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000}
+    labels, pipe = fit_predict(x, x, "sampled", **p)
+    assert "on 1000x40" in capsys.readouterr().out
+    assert len(labels) == len(x) and cluster_accuracy(y, labels) > 0.99
+
+
+def test_kmeans_switches_to_minibatch_above_the_threshold(blobs):
+    x, y = blobs
+    labels, pipe = fit_predict(x, x, "mb", **{**_params("cluster=kmeans"), "k": 6, "minibatch_above": 1000})
+    assert isinstance(pipe.named_steps["cluster"], MiniBatchKMeans)
+    full, _ = fit_predict(x, x, "full", **{**_params("cluster=kmeans"), "k": 6})
+    assert adjusted_rand_score(labels, full) > 0.99
+
+
+def test_train_test_protocol_assigns_unseen_points(blobs):
+    x, y = blobs
+    labels, _ = fit_predict(x[:2000], x[2000:], "split", **{**_params("cluster=n2d"), "k": 6})
+    assert len(labels) == 1000 and cluster_accuracy(y[2000:], labels) > 0.99
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cluster.manifold=tsne", "cluster.manifold must be one of ['none', 'umap'], got 'tsne'"),
+    ("cluster.algorithm=dbscan", "cluster.algorithm must be one of ['kmeans', 'gmm'], got 'dbscan'"),
+    ("cluster.umap.n_neighbors=1", "cluster.umap.n_neighbors must be an int in [2, 1000], got 1"),
+    ("cluster.umap.min_dist=-0.1", "cluster.umap.min_dist must be a number in [0.0, 1.0], got -0.1"),
+    ("cluster.covariance_type=round", "cluster.covariance_type must be one of"),
+    ("cluster.max_fit=5", "cluster.max_fit=5 must be at least cluster.k=10"),
+    ("cluster=dbscan", "Could not find 'cluster/dbscan'"),
+    ("train.augment.degrees=-5", "train.augment.degrees must be a number in [0.0, 180.0], got -5"),
+    ("train.augment.translate=0.7", "train.augment.translate must be a number in [0.0, 0.5], got 0.7"),
+])
+def test_bad_cluster_settings_are_refused(override, message):
+    from latentlab.config import validate
+
+    with pytest.raises(Exception) as e:
+        validate(compose([override]))
+    assert message in str(e.value)
+    if "Could not find" not in message:
+        assert isinstance(e.value, ConfigError)
