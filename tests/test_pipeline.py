@@ -305,8 +305,9 @@ def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path,
 
 @pytest.mark.slow
 def test_default_pipeline_on_full_mnist_meets_the_bar(tmp_path, mirror):
-    """The default config on all 70,000 images: the autoencoder beats raw pixels, and
-    the anomaly branch tells zeros from other digits (~13 min)."""
+    """The default config on all 70,000 images: AE + UMAP + GMM far above k-means on raw
+    pixels (0.955-0.969 ACC over 3 seeds in bench/clustering.py), and the anomaly branch
+    tells zeros from other digits (~17 min)."""
     repo = _copy_project(tmp_path / "repo")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp_path / "cache")}
@@ -314,8 +315,9 @@ def test_default_pipeline_on_full_mnist_meets_the_bar(tmp_path, mirror):
     _dvc(repo, "repro")
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["n_scored"] == 70000
-    assert m["autoencoder"]["acc"] >= 0.75 and m["autoencoder"]["nmi"] >= 0.75, m["autoencoder"]
-    assert m["autoencoder"]["nmi"] > m["raw_kmeans"]["nmi"] + 0.15
+    assert m["autoencoder"]["acc"] >= 0.95 and m["autoencoder"]["nmi"] >= 0.90, m["autoencoder"]
+    assert m["autoencoder"]["nmi"] > m["raw_pca_kmeans"]["nmi"] + 0.3
+    assert m["raw_umap"]["acc"] >= 0.95  # the honest baseline: UMAP + GMM on pixels is strong too
     a = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert a["n_test"] == 10000 and a["test"]["auroc"] >= 0.99, a["test"]  # digit 0 normal: 0.998 in the benchmark
     assert a["unbalanced"]["auprc"] >= 0.7, a["unbalanced"]
