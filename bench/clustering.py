@@ -81,7 +81,7 @@ def run_seed(cfg: dict, seed: int, work: Path) -> dict:
         mse = float(np.concatenate([z["mse_train"], z["mse_test"]]).mean())
     from latentlab.data import Prepared
 
-    y = np.concatenate(Prepared.load(data).split("all")[3:])[:len(lat)]
+    y = Prepared.load(data).split("all")[3]  # train then test, as the latents are
     return {"seed": seed, "train_seconds": round(train_s, 1), "recon_mse": mse,
             "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None)}
 
