@@ -47,7 +47,7 @@ def one(pipeline: str, n: int) -> dict:
     if pipeline == "n2d":  # numba compiles UMAP (and NN-descent, used above 4096 points) on first use
         fit_predict(x[:6000], x[:6000], "warm-up", **pipeline_params(cfg["cluster"], 0))
     t = time.perf_counter()
-    labels, _ = fit_predict(x, x, pipeline, **pipeline_params(cfg["cluster"], 0))
+    labels, *_ = fit_predict(x, x, pipeline, **pipeline_params(cfg["cluster"], 0))
     sec = time.perf_counter() - t
     s = scores(y, labels)
     return {"pipeline": pipeline, "n": n, "seconds": round(sec, 1), "acc": round(s["acc"], 4),

@@ -35,7 +35,7 @@ PIPELINES = {
     "umap_gmm": {"manifold": "umap", "algorithm": "gmm"},
 }
 # Raw-pixel twin of each autoencoder pipeline: the honest comparison.
-TWIN = {"kmeans": "pca_kmeans", "umap_kmeans": "umap_kmeans", "umap_gmm": "umap_gmm"}
+TWIN = {"kmeans": "pca_kmeans", "umap_kmeans": "umap_kmeans", "umap_gmm": "umap_gmm", "finetuned": "umap_gmm"}
 PUBLISHED = [("AE + k-means (DEC paper's AE)", "0.82-0.88", "0.81"), ("N2D (AE + UMAP + GMM)", "0.979", "0.942"),
              ("ASPC-DA", "0.988", "0.966"), ("PCA(50) + k-means on pixels", "0.53", "0.50")]
 
@@ -45,28 +45,33 @@ def _commit() -> str:
                           text=True).stdout.strip()
 
 
-def _score_all(x: np.ndarray, y: np.ndarray, cluster: dict, seed: int, pca: int | None) -> dict:
+def _score_all(x: np.ndarray, y: np.ndarray, cluster: dict, seed: int, pca: int | None,
+               names: list[str]) -> dict:
     from latentlab.clustering import fit_predict, pipeline_params
     from latentlab.metrics import scores
 
     out = {}
     for name, over in PIPELINES.items():
+        if name not in names:
+            continue
         if pca is not None and name == "kmeans":
             # Raw pixels: k-means alone and on their PCA (the published baselines).
             for nm, p in (("kmeans", None), ("pca_kmeans", pca)):
                 t = time.perf_counter()
-                labels, _ = fit_predict(x, x, nm, **{**pipeline_params(cluster, seed), **over, "pca": p})
+                labels, *_ = fit_predict(x, x, nm, **{**pipeline_params(cluster, seed), **over, "pca": p})
                 out[nm] = {**scores(y, labels), "seconds": round(time.perf_counter() - t, 1)}
             continue
         t = time.perf_counter()
-        labels, _ = fit_predict(x, x, name, **{**pipeline_params(cluster, seed), **over, "pca": pca})
+        labels, *_ = fit_predict(x, x, name, **{**pipeline_params(cluster, seed), **over, "pca": pca})
         out[name] = {**scores(y, labels), "seconds": round(time.perf_counter() - t, 1)}
     return out
 
 
-def run_seed(cfg: dict, seed: int, work: Path) -> dict:
-    """Train on all 70,000 images (`protocol: all`) with this seed, score every pipeline."""
+def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
+    """Train on all 70,000 images (`protocol: all`) with this seed, score the pipelines
+    named, then the config's own cluster and finetune stages (the `finetuned` row)."""
     from latentlab import stages
+    from latentlab.metrics import scores
 
     cfg = {**cfg, "seed": seed}
     data = work / "prepared.npz"
@@ -82,11 +87,19 @@ def run_seed(cfg: dict, seed: int, work: Path) -> dict:
     from latentlab.data import Prepared
 
     y = Prepared.load(data).split("all")[3]  # train then test, as the latents are
-    return {"seed": seed, "train_seconds": round(train_s, 1), "recon_mse": mse,
-            "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None)}
+    row = {"seed": seed, "train_seconds": round(train_s, 1), "recon_mse": mse,
+           "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None, names=names)}
+    assigned, tuned = work / f"cluster-{seed}.npz", work / f"finetune-{seed}.npz"
+    print(stages.cluster(cfg, work / f"latents-{seed}.npz", assigned), flush=True)
+    t = time.perf_counter()
+    print(stages.finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
+                          work / f"classifier-{seed}.pt"), flush=True)
+    with np.load(tuned) as f:
+        row["scores"]["finetuned"] = {**scores(y, f["finetuned"]), "seconds": round(time.perf_counter() - t, 1)}
+    return row
 
 
-def raw_seed(cfg: dict, seed: int, work: Path) -> dict:
+def raw_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
     from latentlab import stages
     from latentlab.clustering import pixels
     from latentlab.data import Prepared
@@ -95,22 +108,32 @@ def raw_seed(cfg: dict, seed: int, work: Path) -> dict:
     if not data.exists():
         stages.download(cfg, data)
     _, _, x, y = Prepared.load(data).split("all")
-    return {"seed": seed, "scores": _score_all(pixels(x), y, cfg["cluster"], seed, pca=cfg["baselines"]["pca_components"])}
+    return {"seed": seed, "scores": _score_all(pixels(x), y, cfg["cluster"], seed,
+                                               pca=cfg["baselines"]["pca_components"], names=names)}
 
 
 def _cell(rows: list[dict], name: str, key: str) -> str:
-    v = [r["scores"][name][key] for r in rows]
+    v = [r["scores"][name][key] for r in rows if name in r["scores"]]
+    if not v:
+        return "not run"
     return f"{np.mean(v):.3f}" + (f" [{min(v):.3f}, {max(v):.3f}]" if len(v) > 1 else "")
 
 
 def table(ae: list[dict], raw: list[dict], tag: str, pcs: int) -> str:
     lines = ["| method | seeds | ACC mean [min, max] | NMI mean [min, max] | ACC gain over its raw-pixel twin |",
              "| --- | ---: | --- | --- | --- |"]
-    for name in PIPELINES:
-        gain = (f"{np.mean([r['scores'][name]['acc'] for r in ae]) - np.mean([r['scores'][TWIN[name]]['acc'] for r in raw]):+.3f}"
-                f" (vs pixels {TWIN[name].replace('_', ' + ')})" if raw else "")
-        lines.append(f"| {tag}: AE + {name.replace('_', ' + ')} | {len(ae)} | {_cell(ae, name, 'acc')} | "
-                     f"{_cell(ae, name, 'nmi')} | {gain} |")
+    def mean(rows, name):
+        v = [r["scores"][name]["acc"] for r in rows if name in r["scores"]]
+        return np.mean(v) if v else None
+
+    for name in [*PIPELINES, "finetuned"]:
+        twin = TWIN[name]
+        a, b = mean(ae, name), mean(raw, twin)
+        if a is None:
+            continue
+        gain = f"{a - b:+.3f} (vs pixels {twin.replace('_', ' + ')})" if b is not None else ""
+        what = "AE + UMAP + GMM, self-labelled" if name == "finetuned" else f"AE + {name.replace('_', ' + ')}"
+        lines.append(f"| {tag}: {what} | {len(ae)} | {_cell(ae, name, 'acc')} | {_cell(ae, name, 'nmi')} | {gain} |")
     for name in ("kmeans", "pca_kmeans", "umap_kmeans", "umap_gmm") if raw else ():
         label = {"pca_kmeans": f"PCA({pcs}) + k-means", "umap_kmeans": f"PCA({pcs}) + UMAP + k-means",
                  "umap_gmm": f"PCA({pcs}) + UMAP + GMM", "kmeans": "k-means"}[name]
@@ -133,6 +156,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--tag", default="default", help="names the results file")
     p.add_argument("--no-raw", action="store_true", help="skip the raw-pixel rows not yet computed")
+    p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES),
+                   help="the cluster pipelines scored on latents and pixels (all by default)")
     a = p.parse_args()
 
     from latentlab.config import compose, validate
@@ -154,10 +179,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         for seed in a.seeds:
             if seed not in {r["seed"] for r in ae}:
-                ae.append(run_seed(cfg, seed, Path(tmp)))
+                ae.append(run_seed(cfg, seed, Path(tmp), a.pipelines))
                 out.write_text(json.dumps({**meta, "overrides": a.overrides, "rows": ae}, indent=1) + "\n")
             if not a.no_raw and seed not in {r["seed"] for r in raw}:
-                raw.append(raw_seed(cfg, seed, Path(tmp)))
+                raw.append(raw_seed(cfg, seed, Path(tmp), a.pipelines))
                 raw_out.write_text(json.dumps({**meta, "key": raw_key, "rows": raw}, indent=1) + "\n")
             r = next(r for r in ae if r["seed"] == seed)
             print(f"seed {seed}: " + ", ".join(f"{k} ACC {v['acc']:.3f} NMI {v['nmi']:.3f}"

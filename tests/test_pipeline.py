@@ -71,12 +71,12 @@ def pipeline(tmp_path_factory, mirror):
 
 def test_repro_writes_metrics_for_every_method(pipeline):
     repo, out, _ = pipeline
-    for stage in ("download", "train", "embed", "cluster", "baselines", "evaluate", "anomaly_train",
+    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate", "anomaly_train",
                   "anomaly_score", "anomaly_evaluate"):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
-    for method in ("autoencoder", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
+    for method in ("autoencoder", "finetuned", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
         assert set(m[method]) == {"acc", "nmi", "ari", "purity"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
@@ -238,12 +238,14 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
 
 @pytest.mark.parametrize("overrides, rerun, untouched", [
     # augmentation is a clustering aid: the anomaly branch and the pixel baselines ignore it
-    (["train.augment.degrees=0", "train.augment.translate=0"], ["train", "cluster", "evaluate"],
+    (["train.augment.degrees=0", "train.augment.translate=0"], ["train", "cluster", "finetune", "evaluate"],
      ["anomaly_", "baselines"]),
     # another cluster pipeline: re-cluster latents and pixels, no retraining
-    (["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "baselines", "evaluate"],
+    (["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "finetune", "baselines", "evaluate"],
      ["train", "anomaly_"]),
-], ids=["augment", "cluster-pipeline"])
+    # the self-labelling alone
+    (["finetune.fraction=0.5"], ["finetune", "evaluate"], ["train", "embed", "cluster", "baselines", "anomaly_"]),
+], ids=["augment", "cluster-pipeline", "finetune"])
 def test_a_param_change_reruns_exactly_its_stages(pipeline, overrides, rerun, untouched):
     repo, _, _ = pipeline
     _set(repo / "params.yaml", overrides)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -65,8 +65,31 @@ def make_pipeline(*, k: int, n_init: int, max_iter: int, seed: int, n: int, stan
     ])
 
 
+class Clustering(NamedTuple):
+    labels: np.ndarray       # (M,) int64 cluster ids of x_score
+    typicality: np.ndarray   # (M,) float32: how central each point is to its cluster (higher: more)
+    pipeline: Pipeline       # fitted
+
+
+def typicality(clusterer, xt: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How central each point of xt (N, D) is to its own cluster, (N,); comparable within
+    a cluster only. A mixture's log-density at the point, or minus the distance to its
+    k-means centre. (A mixture's posterior is no measure here: after UMAP it is 1.0 for
+    nearly every point, the wrongly placed ones included.)"""
+    if hasattr(clusterer, "score_samples"):
+        return clusterer.score_samples(xt).astype(np.float32)
+    return -clusterer.transform(xt)[np.arange(len(xt)), labels].astype(np.float32)
+
+
+def assign(pipe: Pipeline, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted pipeline's (labels, typicality) for new points x (N, D)."""
+    xt = pipe[:-1].transform(x)
+    labels = pipe[-1].predict(xt).astype(np.int64)
+    return labels, typicality(pipe[-1], xt, labels)
+
+
 def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: int | None = None,
-                **params) -> tuple[np.ndarray, Pipeline]:
+                **params) -> Clustering:
     """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing.
 
     When x_score is x_fit (the `all` protocol) the fit's own assignments are returned.
@@ -91,16 +114,19 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
           f"{x_fit.shape[0]}x{x_fit.shape[1]}, k={k} ...", flush=True)
     t = time.perf_counter()
     pipe = make_pipeline(n=len(x_fit), **params)
+    last = pipe[-1]
     if same:
-        labels = pipe.fit_predict(x_fit)
+        # UMAP's fit_transform returns the embedding it built; transform would re-embed.
+        xt = pipe[:-1].fit_transform(x_fit)
+        labels = last.fit_predict(xt).astype(np.int64)
+        conf = typicality(last, xt, labels)
     else:
         pipe.fit(x_fit)
-        labels = pipe.predict(x_score)
-    last = pipe.named_steps["cluster"]
+        labels, conf = assign(pipe, x_score)
     iters = f"{last.n_iter_} iterations" + ("" if getattr(last, "converged_", True) else ", NOT converged")
     print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s "
           f"({type(last).__name__}, {iters})", flush=True)
-    return labels.astype(np.int64), pipe
+    return Clustering(labels, conf, pipe)
 
 
 def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:

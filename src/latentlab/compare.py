@@ -22,7 +22,8 @@ from latentlab import tracking
 from latentlab.config import MODELS
 from latentlab.errors import LatentlabError
 
-DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari", "recon_mse")
+DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari",
+                   f"{M.FINETUNED}/acc", f"{M.FINETUNED}/nmi", "recon_mse")
 # Per task: the metrics reported, and the one that picks the best (higher is better).
 TASK_METRICS = {
     "cluster": (DEFAULT_METRICS, f"{M.AUTOENCODER}/acc"),
@@ -156,7 +157,7 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
         ax.bar(range(len(summary)), mean, yerr=err, capsize=3)
         ax.set_xticks(range(len(summary)), labels, rotation=30, ha="right")
     method, _, score = metric.partition("/")
-    if method == M.AUTOENCODER:
+    if method in (M.AUTOENCODER, M.FINETUNED):
         for b, style in zip(BASELINES, ("--", ":", "-.")):
             col = f"metrics.{b}/{score}"
             if col in runs.columns and runs[col].notna().any():

@@ -224,6 +224,14 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if isinstance(pca, float) and not 0.0 < pca < 1.0:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
     _validate_manifold(cfg)
+    _int(cfg, "finetune.rounds", 0, 20)
+    _int(cfg, "finetune.epochs", 1)
+    _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)
+    _int(cfg, "finetune.neighbors", 1, 1000)
+    _float(cfg, "finetune.lr", 0.0, 10.0, lo_open=True)
+    _int(cfg, "finetune.batch_size", 1)
+    _float(cfg, "finetune.augment.degrees", 0.0, 180.0)
+    _float(cfg, "finetune.augment.translate", 0.0, 0.5)
     _int(cfg, "baselines.pca_components", 1, INPUT_DIMS[name])
 
     _int(cfg, "evaluate.n_images", 1, 64)

@@ -6,10 +6,11 @@ VAL_LOSS = f"val/{RECON_LOSS}"
 
 # Clustering methods scored side by side in every run.
 AUTOENCODER = "autoencoder"         # the autoencoder's latents -> the `cluster` config's pipeline
+FINETUNED = "finetuned"             # the encoder self-labelled on the autoencoder method's confident clusters
 RAW_KMEANS = "raw_kmeans"           # baseline: k-means on raw pixels
 RAW_PCA_KMEANS = "raw_pca_kmeans"   # baseline: PCA on raw pixels -> k-means
 RAW_UMAP = "raw_umap"               # baseline: PCA on raw pixels -> UMAP -> the configured clusterer
-METHODS = (AUTOENCODER, RAW_KMEANS, RAW_PCA_KMEANS, RAW_UMAP)
+METHODS = (AUTOENCODER, FINETUNED, RAW_KMEANS, RAW_PCA_KMEANS, RAW_UMAP)
 
 # Per-method clustering scores.
 SCORES = ("acc", "nmi", "ari", "purity")

@@ -100,14 +100,61 @@ def _fit_score(cfg: Mapping[str, Any], train: np.ndarray, test: np.ndarray) -> t
 
 def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
     """The autoencoder method: the latents through the configured pipeline
-    (standardise, PCA, UMAP: each optional), then k-means or a Gaussian mixture."""
-    from latentlab.clustering import fit_predict, pipeline_params
+    (standardise, PCA, UMAP: each optional), then k-means or a Gaussian mixture.
+
+    Also writes the fitted points' assignments (under the train_test protocol they are
+    not the scored ones) and how central each is to its cluster: the finetune stage
+    learns from those.
+    """
+    from latentlab.clustering import assign, fit_predict, pipeline_params
 
     with np.load(latents) as z:
         z_fit, z_score = _fit_score(cfg, z["z_train"], z["z_test"])
-    labels, _ = fit_predict(z_fit, z_score, M.AUTOENCODER, **pipeline_params(cfg["cluster"], cfg["seed"]))
-    _savez(out, **{M.AUTOENCODER: labels})
+    labels, typical, pipe = fit_predict(z_fit, z_score, M.AUTOENCODER, **pipeline_params(cfg["cluster"], cfg["seed"]))
+    fit_labels, fit_typical = (labels, typical) if z_fit is z_score else assign(pipe, z_fit)
+    _savez(out, **{M.AUTOENCODER: labels, "fit_labels": fit_labels, "fit_typicality": fit_typical})
     return f"wrote {out}: {len(labels)} assignments to {cfg['cluster']['k']} clusters"
+
+
+def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, latents: Path, out: Path,
+             model_out: Path) -> str:
+    """The finetuned method: the encoder self-labelled on the cluster stage's most reliable
+    assignments of the fitted images (judged by their latent neighbours), then every
+    scored image relabelled by it."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from latentlab import finetune as ft
+    from latentlab import training
+    from latentlab.data import Prepared
+
+    f = cfg["finetune"]
+    x_fit, _, x_score, _ = Prepared.load(data).split(cfg["protocol"])
+    with np.load(assignments) as a:
+        fit_labels, fit_typical, score_labels = a["fit_labels"], a["fit_typicality"], a[M.AUTOENCODER]
+    neighbors = None
+    if f["rounds"] > 0:
+        with np.load(latents) as z:
+            z_fit = _fit_score(cfg, z["z_train"], z["z_test"])[0]
+        n = min(f["neighbors"], len(z_fit) - 1)
+        neighbors = NearestNeighbors(n_neighbors=n + 1).fit(z_fit).kneighbors(z_fit, return_distance=False)[:, 1:]
+    ae = training.load(model)
+    result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=cfg["cluster"]["k"],
+                           rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
+                           batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
+                           trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"])
+    if result.net is None:
+        labels = score_labels
+    elif x_score is x_fit:
+        labels = result.labels
+    else:
+        labels = ft.predict_proba(result.net, x_score).argmax(1).astype(np.int64)
+    ft.save(result, ae_model=model, path=model_out)
+    _savez(out, **{M.FINETUNED: labels})
+    if result.net is None:
+        return f"wrote {out}: finetune.rounds=0, the cluster stage's {len(labels)} assignments unchanged"
+    rounds = "; ".join(f"round {r['round']}: {r['n_used']} images, loss {r['loss']:.3f}, {r['changed']} relabelled"
+                       for r in result.rounds)
+    return f"wrote {out} and {model_out}: {len(labels)} assignments ({rounds})"
 
 
 def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:

@@ -60,7 +60,7 @@ def data_key(cfg: Mapping[str, Any]) -> str:
 def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The branch ``cfg["task"]`` names, in ``workdir``: download -> train -> embed ->
-    cluster, baselines -> evaluate; or download -> anomaly_train -> anomaly_score ->
+    cluster -> finetune, baselines -> evaluate; or download -> anomaly_train -> anomaly_score ->
     anomaly_evaluate.
 
     The job's MLflow run is opened first (it shows up in the UI while training) and
@@ -94,8 +94,10 @@ def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: s
     stages.timed(stages.train, cfg, data, model, history)
     stages.timed(stages.embed, cfg, data, model, latents)
     stages.timed(stages.cluster, cfg, latents, assignments)
+    finetuned = out / "finetune" / "assignments.npz"
+    stages.timed(stages.finetune, cfg, data, model, assignments, latents, finetuned, out / "finetune" / "model.pt")
     metrics = out / "evaluate" / "metrics.json"
-    stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, baselines],
+    stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, finetuned, baselines],
                  metrics, out / "evaluate" / "plots", run_id=run_id)
     return metrics
 

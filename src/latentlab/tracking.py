@@ -111,6 +111,7 @@ UI_VIEW_KEY = "latentlab"
 _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
 UI_COLUMNS = {
     "cluster": [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
+                *(f"metrics.`{M.FINETUNED}/{s}`" for s in ("acc", "nmi")),
                 f"metrics.`{M.RAW_PCA_KMEANS}/acc`", f"metrics.`{M.RAW_UMAP}/acc`", "metrics.`recon_mse`",
                 *_PARAM_COLUMNS],
     "anomaly": [*(f"metrics.`{m}`" for m in ("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1",

@@ -1,0 +1,22 @@
+"""DVC stage `finetune`: self-label the encoder on the cluster stage's confident assignments."""
+
+import argparse
+from pathlib import Path
+
+from latentlab import stages
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset (.npz)")
+    p.add_argument("--model", type=Path, required=True, help="trained autoencoder (.pt)")
+    p.add_argument("--assignments", type=Path, required=True, help="the cluster stage's assignments (.npz)")
+    p.add_argument("--latents", type=Path, required=True, help="latents (.npz), for each image's neighbours")
+    p.add_argument("--out", type=Path, required=True, help="fine-tuned assignments (.npz) to write")
+    p.add_argument("--classifier", type=Path, required=True, help="fine-tuned encoder + head (.pt) to write")
+    a = p.parse_args()
+    stages.run(stages.finetune, a.data, a.model, a.assignments, a.latents, a.out, a.classifier)
+
+
+if __name__ == "__main__":
+    main()
