@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from latentlab import metric_names as M
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LINE = re.compile(r"^\[(\w+)\] .*\(([\d.]+)s, peak memory ([\d.]+) GiB\)$", re.M)
@@ -60,8 +62,13 @@ def main() -> None:
     print("| stage | wall time (s) | peak memory (GiB) |\n| --- | ---: | ---: |")
     for s in stages:
         print(f"| {s['stage']} | {s['seconds']:.1f} | {s['peak_gib']:.2f} |")
+    branch = {"clustering": ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate"),
+              "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
+    for name, members in branch.items():
+        sec = sum(s["seconds"] for s in stages if s["stage"] in members)
+        print(f"{name} branch stages: {sec:.0f} s ({sec / 60:.1f} min)")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
-    for m in ("autoencoder", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
+    for m in M.METHODS:
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
     t, u = anomaly["test"], anomaly.get("unbalanced")
