@@ -92,13 +92,17 @@ def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
     from latentlab.data import Prepared
 
     y = Prepared.load(data).split("all")[3]  # train then test, as the latents are
+    # The pipeline the config itself names is the cluster stage's: score it once, there.
+    own = next((n for n, o in PIPELINES.items() if all(cfg["cluster"][k] == v for k, v in o.items())), None)
     row = {"seed": seed, "train_seconds": round(train_s, 1), "recon_mse": mse,
-           "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None, names=names)}
+           "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None, names=[n for n in names if n != own])}
     assigned, tuned = work / f"cluster-{seed}.npz", work / f"finetune-{seed}.npz"
     t = time.perf_counter()
     print(stages.cluster(cfg, work / f"latents-{seed}.npz", assigned), flush=True)
     with np.load(assigned) as c:
         row["scores"]["autoencoder"] = {**scores(y, c["autoencoder"]), "seconds": round(time.perf_counter() - t, 1)}
+    if own in names:
+        row["scores"][own] = row["scores"]["autoencoder"]
     t = time.perf_counter()
     print(stages.finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
                           work / f"classifier-{seed}.pt"), flush=True)
