@@ -14,7 +14,7 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The default test suite (what CI runs): about 26 min on 2 cores, most of it real DVC pipelines and sweeps.
+# The default test suite (what CI runs): about 20 min on 2 cores, most of it real DVC pipelines and sweeps.
 test: uv
 	$(RUN) pytest
 
