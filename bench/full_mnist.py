@@ -2,14 +2,19 @@
 
 Runs `dvc repro` in a clone of HEAD, then a second `dvc repro` (which must do
 nothing), and reports each stage's wall time and peak memory and every method's
-scores. Writes bench/results/full_mnist.json and prints a Markdown table.
+scores. With ``--seeds`` it repeats the pipeline per seed (params.yaml recomposed with
+``seed=N`` and the ``--set`` overrides, as `dvc exp run -S` does) and reports each
+method's mean [min, max]. Writes bench/results/full_mnist[-<tag>].json and prints
+Markdown tables.
 
     LATENTLAB_DATA_MIRROR=../shared/datasets make bench      # offline
     make bench                                               # downloads MNIST
+    python bench/full_mnist.py --seeds 0 1 2 --set +experiment=best --tag best
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -39,33 +44,74 @@ def dvc(repo: Path, *args: str) -> tuple[str, float]:
     return r.stdout, elapsed
 
 
+BRANCHES = {"clustering": ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate"),
+            "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
+
+
+def compose_params(repo: Path, overrides: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    subprocess.run([sys.executable, "-c", "import sys; from latentlab.config import write_params; "
+                    "write_params('params.yaml', sys.argv[1:])", *overrides], cwd=repo, env=env, check=True)
+
+
+def run_seed(repo: Path, seed: int | None, overrides: list[str]) -> dict:
+    if seed is not None or overrides:
+        compose_params(repo, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    out, total = dvc(repo, "repro")
+    print(out)
+    _, again = dvc(repo, "repro")
+    stages = [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
+    return {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
+            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
+            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
+            "anomaly_metrics": json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    return f"{sum(values) / len(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", help="one full pipeline per seed (default: params.yaml's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="OVERRIDE",
+                   help="a Hydra override for params.yaml, e.g. +experiment=best (repeatable)")
+    p.add_argument("--tag", help="results file bench/results/full_mnist-<tag>.json")
+    a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        out, total = dvc(repo, "repro")
-        print(out)
-        _, again = dvc(repo, "repro")
-        metrics = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
-        anomaly = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
-    stages = [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
+        runs = [run_seed(repo, seed, a.overrides) for seed in (a.seeds or [None])]
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-              "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages, "metrics": metrics,
-              "anomaly_metrics": anomaly}
+              "overrides": a.overrides, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "full_mnist.json").write_text(json.dumps(result, indent=2))
+    name = f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json"
+    (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2))
+    for run in runs:
+        report(commit, result["machine"], a.overrides, run)
+    if len(runs) > 1:
+        print(f"\n{len(runs)} seeds {[r['seed'] for r in runs]}, overrides {a.overrides or 'none'}: "
+              "mean [min, max]\n\n| method | ACC | NMI | ARI |\n| --- | ---: | ---: | ---: |")
+        for m in M.METHODS:
+            cells = [spread([r["metrics"][m][k] for r in runs]) for k in ("acc", "nmi", "ari")]
+            print(f"| {m} | {' | '.join(cells)} |")
+        for b in BRANCHES:
+            print(f"{b} branch: {spread([r['branch_seconds'][b] / 60 for r in runs], '.1f')} min")
+        print(f"whole `dvc repro`: {spread([r['dvc_repro_seconds'] / 60 for r in runs], '.1f')} min")
 
-    print(f"commit {commit}, {result['machine']}: `dvc repro` {total / 60:.1f} min, "
-          f"second `dvc repro` {again:.1f} s\n")
+
+def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
+    total, again, stages, metrics, anomaly = (run[k] for k in ("dvc_repro_seconds", "second_repro_seconds", "stages",
+                                                               "metrics", "anomaly_metrics"))
+    print(f"\ncommit {commit}, {machine}, seed {run['seed']}, overrides {overrides or 'none'}: "
+          f"`dvc repro` {total / 60:.1f} min, second `dvc repro` {again:.1f} s\n")
+
     print("| stage | wall time (s) | peak memory (GiB) |\n| --- | ---: | ---: |")
     for s in stages:
         print(f"| {s['stage']} | {s['seconds']:.1f} | {s['peak_gib']:.2f} |")
-    branch = {"clustering": ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate"),
-              "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
-    for name, members in branch.items():
-        sec = sum(s["seconds"] for s in stages if s["stage"] in members)
+    for name, sec in run["branch_seconds"].items():
         print(f"{name} branch stages: {sec:.0f} s ({sec / 60:.1f} min)")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
     for m in M.METHODS:

@@ -1,4 +1,4 @@
-"""DVC stage `finetune`: self-label the encoder on the cluster stage's confident assignments."""
+"""DVC stage `finetune`: self-label a classifier on the cluster stage's confident assignments."""
 
 import argparse
 from pathlib import Path
@@ -14,8 +14,9 @@ def main() -> None:
     p.add_argument("--latents", type=Path, required=True, help="latents (.npz), for each image's neighbours")
     p.add_argument("--out", type=Path, required=True, help="fine-tuned assignments (.npz) to write")
     p.add_argument("--classifier", type=Path, required=True, help="fine-tuned encoder + head (.pt) to write")
+    p.add_argument("--baselines", type=Path, help="the baselines stage's assignments (.npz), for finetune.labels=consensus")
     a = p.parse_args()
-    stages.run(stages.finetune, a.data, a.model, a.assignments, a.latents, a.out, a.classifier)
+    stages.run(stages.finetune, a.data, a.model, a.assignments, a.latents, a.out, a.classifier, a.baselines)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,33 @@ def test_saved_classifier_reloads_to_the_same_predictions(noisy_digits, tmp_path
     ft.save(_run(noisy_digits, rounds=0), ae_model=ae_path, path=tmp_path / "none.pt")
     with pytest.raises(ConfigError, match="finetune.rounds=0"):
         ft.load(tmp_path / "none.pt")
+
+
+def test_consensus_matches_cluster_ids_before_comparing():
+    a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
+    assert ft.consensus(a, b).tolist() == [True, True, False, True, True, True, True, False]
+    with pytest.raises(ConfigError, match="8 assignments with 3"):
+        ft.consensus(a, b[:3])
+
+
+def test_conv_classifier_on_consensus_labels_corrects_and_reloads(noisy_digits, tmp_path):
+    x, y, noisy, _ = noisy_digits
+    # A second, independently noisy clustering: where the two agree, labels are mostly right.
+    rng = np.random.default_rng(1)
+    other = y.copy()
+    flip = rng.random(len(y)) < 0.3
+    other[flip] = (y[flip] + rng.integers(1, 5, flip.sum())) % 5
+    agree = ft.consensus(noisy, other)
+    assert cluster_accuracy(y[agree], noisy[agree]) > 0.85
+    result = _run(noisy_digits, classifier="conv", candidates=agree, fraction=1.0, epochs=4, lr=3e-3,
+                  lr_schedule="onecycle", label_smoothing=0.1)
+    assert result.rounds[0]["n_used"] == agree.sum()
+    assert isinstance(result.net, ft.ConvNet) and cluster_accuracy(y, result.labels) > 0.9
+    ft.save(result, ae_model=tmp_path / "unused.pt", path=tmp_path / "conv.pt")  # needs no autoencoder
+    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "conv.pt"), x).argmax(1), result.labels)
+
+
+def test_conv_classifier_needs_images():
+    with pytest.raises(ConfigError, match=r"classifier=conv needs images \(C, H, W\), got inputs of shape \(13,\)"):
+        ft.ConvNet((13,), k=3)

@@ -224,7 +224,13 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if isinstance(pca, float) and not 0.0 < pca < 1.0:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
     _validate_manifold(cfg)
+    from latentlab.finetune import CLASSIFIERS, LABELS, SCHEDULES
+
     _int(cfg, "finetune.rounds", 0, 20)
+    _choice(cfg, "finetune.classifier", CLASSIFIERS)
+    _choice(cfg, "finetune.labels", LABELS)
+    _choice(cfg, "finetune.lr_schedule", SCHEDULES)
+    _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)
     _int(cfg, "finetune.neighbors", 1, 1000)

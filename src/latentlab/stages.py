@@ -117,10 +117,11 @@ def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
 
 
 def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, latents: Path, out: Path,
-             model_out: Path) -> str:
-    """The finetuned method: the encoder self-labelled on the cluster stage's most reliable
-    assignments of the fitted images (judged by their latent neighbours), then every
-    scored image relabelled by it."""
+             model_out: Path, baselines: Path | None = None) -> str:
+    """The finetuned method: a classifier (the encoder + a head, or a fresh CNN) trained on
+    the cluster stage's most reliable assignments of the fitted images (judged by their
+    latent neighbours; under finetune.labels=consensus only where the pixels' UMAP
+    baseline in ``baselines`` agrees), then every scored image relabelled by it."""
     from sklearn.neighbors import NearestNeighbors
 
     from latentlab import finetune as ft
@@ -137,11 +138,20 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
             z_fit = _fit_score(cfg, z["z_train"], z["z_test"])[0]
         n = min(f["neighbors"], len(z_fit) - 1)
         neighbors = NearestNeighbors(n_neighbors=n + 1).fit(z_fit).kneighbors(z_fit, return_distance=False)[:, 1:]
+    candidates = None
+    if f["rounds"] > 0 and f["labels"] == "consensus":
+        if baselines is None:
+            raise LatentlabError("finetune.labels=consensus needs the baselines stage's assignments (--baselines)")
+        with np.load(baselines) as b:
+            key = M.RAW_UMAP if x_score is x_fit else f"fit_{M.RAW_UMAP}"
+            candidates = ft.consensus(fit_labels, b[key])
     ae = training.load(model)
     result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=cfg["cluster"]["k"],
                            rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
                            batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
-                           trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"])
+                           trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"],
+                           classifier=f["classifier"], candidates=candidates,
+                           label_smoothing=f["label_smoothing"], lr_schedule=f["lr_schedule"])
     if result.net is None:
         labels = score_labels
     elif x_score is x_fit:
@@ -152,15 +162,18 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     _savez(out, **{M.FINETUNED: labels})
     if result.net is None:
         return f"wrote {out}: finetune.rounds=0, the cluster stage's {len(labels)} assignments unchanged"
-    rounds = "; ".join(f"round {r['round']}: {r['n_used']} images, loss {r['loss']:.3f}, {r['changed']} relabelled"
+    agreed = "" if candidates is None else f"AE and pixel clusters agree on {candidates.mean():.1%}; "
+    rounds = agreed + "; ".join(f"round {r['round']}: {r['n_used']} images, loss {r['loss']:.3f}, {r['changed']} relabelled"
                        for r in result.rounds)
     return f"wrote {out} and {model_out}: {len(labels)} assignments ({rounds})"
 
 
 def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     """What the autoencoder must beat, on raw pixels: k-means, PCA + k-means, and the
-    cluster config's own manifold step (UMAP of the pixels' PCA, then the same clusterer)."""
-    from latentlab.clustering import fit_predict, pipeline_params, pixels
+    cluster config's own manifold step (UMAP of the pixels' PCA, then the same clusterer).
+    Under train_test also the manifold step's assignments of the fitted images
+    (``fit_raw_umap``), for finetune.labels=consensus."""
+    from latentlab.clustering import assign, fit_predict, pipeline_params, pixels
     from latentlab.data import Prepared
 
     ds = Prepared.load(data)
@@ -168,13 +181,14 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     c = pipeline_params(cfg["cluster"], cfg["seed"])
     km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
     pcs = cfg["baselines"]["pca_components"]
+    umap = fit_predict(x_fit, x_score, M.RAW_UMAP, **{**c, "standardize": False, "pca": pcs, "manifold": "umap"})
     out_labels = {
         M.RAW_KMEANS: fit_predict(x_fit, x_score, M.RAW_KMEANS, **km)[0],
         M.RAW_PCA_KMEANS: fit_predict(x_fit, x_score, M.RAW_PCA_KMEANS, **{**km, "pca": pcs})[0],
-        M.RAW_UMAP: fit_predict(x_fit, x_score, M.RAW_UMAP, **{**c, "standardize": False, "pca": pcs,
-                                                                "manifold": "umap"})[0],
+        M.RAW_UMAP: umap.labels,
     }
-    _savez(out, **out_labels)
+    extra = {} if x_score is x_fit else {f"fit_{M.RAW_UMAP}": assign(umap.pipeline, x_fit)[0]}
+    _savez(out, **out_labels, **extra)
     return f"wrote {out}: {len(out_labels[M.RAW_KMEANS])} assignments for {', '.join(out_labels)}"
 
 

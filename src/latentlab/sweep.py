@@ -95,7 +95,8 @@ def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: s
     stages.timed(stages.embed, cfg, data, model, latents)
     stages.timed(stages.cluster, cfg, latents, assignments)
     finetuned = out / "finetune" / "assignments.npz"
-    stages.timed(stages.finetune, cfg, data, model, assignments, latents, finetuned, out / "finetune" / "model.pt")
+    stages.timed(stages.finetune, cfg, data, model, assignments, latents, finetuned, out / "finetune" / "model.pt",
+                 baselines)
     metrics = out / "evaluate" / "metrics.json"
     stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, finetuned, baselines],
                  metrics, out / "evaluate" / "plots", run_id=run_id)
