@@ -9,7 +9,7 @@ Markdown tables.
 
     LATENTLAB_DATA_MIRROR=../shared/datasets make bench      # offline
     make bench                                               # downloads MNIST
-    python bench/full_mnist.py --seeds 0 1 2 --set +experiment=best --tag best
+    python bench/full_mnist.py --seeds 0 1 2 --set +experiment=best --tag best --twin
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def dvc(repo: Path, *args: str) -> tuple[str, float]:
     return r.stdout, elapsed
 
 
+TWIN = "pixels_finetuned"  # the finetune stage with finetune.labels=pixels
 BRANCHES = {"clustering": ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate"),
             "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
 
@@ -54,17 +55,25 @@ def compose_params(repo: Path, overrides: list[str]) -> None:
                     "write_params('params.yaml', sys.argv[1:])", *overrides], cwd=repo, env=env, check=True)
 
 
-def run_seed(repo: Path, seed: int | None, overrides: list[str]) -> dict:
-    if seed is not None or overrides:
-        compose_params(repo, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+def run_seed(repo: Path, seed: int | None, overrides: list[str], twin: bool) -> dict:
+    seeded = [*overrides, *([f"seed={seed}"] if seed is not None else [])]
+    if seeded:
+        compose_params(repo, seeded)
     out, total = dvc(repo, "repro")
     print(out)
     _, again = dvc(repo, "repro")
     stages = [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
-    return {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
-            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
-            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
-            "anomaly_metrics": json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
+    run = {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
+           "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
+           "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
+           "anomaly_metrics": json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
+    if twin:
+        # The finetuned method's raw-pixel twin: the same self-labelling of the pixels' UMAP +
+        # GMM clusters, no autoencoder anywhere (re-runs finetune and evaluate only).
+        compose_params(repo, [*seeded, "finetune.labels=pixels"])
+        print(dvc(repo, "repro")[0])
+        run["metrics"][TWIN] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINETUNED]
+    return run
 
 
 def spread(values: list[float], fmt: str = ".3f") -> str:
@@ -77,13 +86,15 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="OVERRIDE",
                    help="a Hydra override for params.yaml, e.g. +experiment=best (repeatable)")
     p.add_argument("--tag", help="results file bench/results/full_mnist-<tag>.json")
+    p.add_argument("--twin", action="store_true", help="also score the finetuned method's raw-pixel twin "
+                   "(finetune.labels=pixels) per seed")
     a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        runs = [run_seed(repo, seed, a.overrides) for seed in (a.seeds or [None])]
+        runs = [run_seed(repo, seed, a.overrides, a.twin) for seed in (a.seeds or [None])]
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
               "overrides": a.overrides, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
@@ -94,7 +105,7 @@ def main() -> None:
     if len(runs) > 1:
         print(f"\n{len(runs)} seeds {[r['seed'] for r in runs]}, overrides {a.overrides or 'none'}: "
               "mean [min, max]\n\n| method | ACC | NMI | ARI |\n| --- | ---: | ---: | ---: |")
-        for m in M.METHODS:
+        for m in [*M.METHODS, *([TWIN] if a.twin else [])]:
             cells = [spread([r["metrics"][m][k] for r in runs]) for k in ("acc", "nmi", "ari")]
             print(f"| {m} | {' | '.join(cells)} |")
         for b in BRANCHES:
@@ -114,7 +125,7 @@ def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
     for name, sec in run["branch_seconds"].items():
         print(f"{name} branch stages: {sec:.0f} s ({sec / 60:.1f} min)")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
-    for m in M.METHODS:
+    for m in [m for m in [*M.METHODS, TWIN] if m in metrics]:
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
     t, u = anomaly["test"], anomaly.get("unbalanced")

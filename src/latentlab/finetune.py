@@ -101,7 +101,7 @@ class ConvNet(nn.Module):
 
 
 CLASSIFIERS = ("encoder", "conv")
-LABELS = ("reliable", "consensus")
+LABELS = ("reliable", "consensus", "pixels")
 SCHEDULES = ("cosine", "onecycle")
 
 

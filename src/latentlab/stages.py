@@ -139,12 +139,15 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
         n = min(f["neighbors"], len(z_fit) - 1)
         neighbors = NearestNeighbors(n_neighbors=n + 1).fit(z_fit).kneighbors(z_fit, return_distance=False)[:, 1:]
     candidates = None
-    if f["rounds"] > 0 and f["labels"] == "consensus":
+    if f["rounds"] > 0 and f["labels"] in ("consensus", "pixels"):
         if baselines is None:
-            raise LatentlabError("finetune.labels=consensus needs the baselines stage's assignments (--baselines)")
+            raise LatentlabError(f"finetune.labels={f['labels']} needs the baselines stage's assignments (--baselines)")
         with np.load(baselines) as b:
-            key = M.RAW_UMAP if x_score is x_fit else f"fit_{M.RAW_UMAP}"
-            candidates = ft.consensus(fit_labels, b[key])
+            pixel_labels = b[M.RAW_UMAP if x_score is x_fit else f"fit_{M.RAW_UMAP}"]
+        if f["labels"] == "consensus":
+            candidates = ft.consensus(fit_labels, pixel_labels)
+        else:  # the pixel twin: no autoencoder in the labels at all
+            fit_labels, fit_typical, neighbors = pixel_labels, np.zeros(len(pixel_labels), np.float32), None
     ae = training.load(model)
     result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=cfg["cluster"]["k"],
                            rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
