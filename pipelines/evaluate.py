@@ -15,8 +15,10 @@ def main() -> None:
     p.add_argument("--assignments", type=Path, nargs="+", required=True)
     p.add_argument("--metrics", type=Path, required=True, help="metrics (.json) to write")
     p.add_argument("--plots", type=Path, required=True, help="folder for the figures")
+    p.add_argument("--exported", type=Path, help="the export stage's table, logged as an artifact")
     a = p.parse_args()
-    stages.run(stages.evaluate, a.data, a.model, a.history, a.latents, a.assignments, a.metrics, a.plots)
+    stages.run(stages.evaluate, a.data, a.model, a.history, a.latents, a.assignments, a.metrics, a.plots,
+               exported=a.exported)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, kind: str = "mse"
     if kind not in RECON_ERRORS:
         raise ConfigError(f"reconstruction error must be one of {list(RECON_ERRORS)}, got {kind!r}")
     if kind == "ssim":
+        if x.ndim != 4:
+            raise ConfigError(f"anomaly.error=ssim compares images; these samples are vectors of shape "
+                              f"{tuple(x.shape[1:])}: use anomaly.error=mse or max")
         from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
         # 7x7 window: MNIST's 28x28 images are too small for the usual 11x11.
@@ -221,7 +224,8 @@ def unbalanced_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: fl
     return out
 
 
-PROTOCOLS = ("one_class", "leave_out")
+PROTOCOLS = ("one_class", "leave_out", "unsupervised")
+UNKNOWN = -1  # is_anomaly under the unsupervised protocol: no labels say which test samples are anomalies
 # Fewer normal training images than this cannot train an autoencoder, hold out
 # validation images and set a threshold with any meaning.
 MIN_NORMAL = 64
@@ -251,14 +255,30 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     """Build the normal/anomalous sets of a protocol, seeded.
 
     one_class: the listed classes are normal; leave_out: every class but the listed
-    ones is normal. ``anomaly_fraction``: subsample the test anomalies so that they are
+    ones is normal; unsupervised: no labels, every training sample is used (the data's
+    own anomalies included: the threshold then states how many are assumed) and the test
+    samples' ``is_anomaly`` is ``UNKNOWN``. ``anomaly_fraction``: subsample the test anomalies so that they are
     this fraction of the test set (None: every test image, the standard protocol).
     ``train_contamination``: this fraction of the training pool is anomalies from the
     training split (real data is never clean); validation is drawn from the same pool.
     """
-    all_classes = sorted(int(c) for c in np.unique(np.concatenate([y_train, y_test])))
+    all_classes = sorted(int(c) for c in np.unique(np.concatenate([y_train, y_test])) if c >= 0)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"anomaly protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "unsupervised":
+        if not 0.0 < val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
+        if len(x_train) < MIN_NORMAL:
+            raise ConfigError(f"only {len(x_train)} training samples; at least {MIN_NORMAL} are needed to train, "
+                              "validate and set a threshold")
+        pool = np.random.default_rng(seed).permutation(len(x_train))
+        n_val = max(1, int(round(len(pool) * val_fraction)))
+        return AnomalySplit(x_fit=x_train[np.sort(pool[n_val:])], x_val=x_train[np.sort(pool[:n_val])],
+                            x_test=x_test, is_anomaly=np.full(len(x_test), UNKNOWN, dtype=np.int64), y_test=y_test,
+                            normal_classes=[], n_contaminated=0)
+    if not all_classes:
+        raise ConfigError(f"anomaly protocol {protocol} needs labelled data to say which classes are normal; "
+                          "this data has no labels: use anomaly=unsupervised")
     bad = [c for c in classes if c not in all_classes]
     if not classes or bad:
         raise ConfigError(f"anomaly classes must be a non-empty list from {all_classes}, got {classes!r}")

@@ -4,6 +4,7 @@
     latentlab -m model=mlp,conv model.latent_dim=2,10 seed=0,1,2
     latentlab -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...   # jobs in parallel
     latentlab compare --sweep latest                     # table and plots of a sweep
+    latentlab predict new.csv --out new_assignments.csv  # the trained pipeline on new data
 """
 
 from __future__ import annotations
@@ -33,11 +34,44 @@ def _hydra_main(cfg: DictConfig) -> dict:
         raise SystemExit(2) from None
 
 
+def predict_main(argv: list[str]) -> int:
+    """``latentlab predict NEW_FILE --out TABLE``: the trained pipeline of this project
+    (params.yaml and the outputs of `dvc repro`) applied to new data of the same kind."""
+    import argparse
+    from pathlib import Path
+
+    from latentlab import export
+    from latentlab.config import load_params
+    from latentlab.errors import LatentlabError
+
+    p = argparse.ArgumentParser(prog="latentlab predict", description=predict_main.__doc__)
+    p.add_argument("input", type=Path, help="a file (or image folder) like data.path: same columns / format")
+    p.add_argument("--out", type=Path, required=True, help="the table to write (.csv or .parquet)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--data", type=Path, default=Path("data/prepared.npz"), help="the prepared training data")
+    p.add_argument("--model", type=Path, default=Path("outputs/train/model.pt"))
+    p.add_argument("--classifier", type=Path, default=Path("outputs/finetune/model.pt"))
+    p.add_argument("--summary", type=Path, default=Path("outputs/export/summary.json"))
+    a = p.parse_args(argv)
+    try:
+        for f in (a.data, a.model, a.classifier, a.summary):
+            if not f.exists():
+                raise LatentlabError(f"{f} does not exist: run `dvc repro` first (predict applies its outputs)")
+        print(export.predict(load_params(a.params), a.input, a.out, data=a.data, model=a.model,
+                             classifier=a.classifier, summary=a.summary))
+    except LatentlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         from latentlab.compare import main as compare_main
 
         raise SystemExit(compare_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "predict":
+        raise SystemExit(predict_main(sys.argv[2:]))
     _hydra_main()
 
 

@@ -137,5 +137,7 @@ def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 
 def pixels(x: np.ndarray) -> np.ndarray:
-    """uint8 images (N, C, H, W) -> float32 (N, C*H*W) in [0, 1]."""
-    return x.reshape(len(x), -1).astype(np.float32) / 255.0
+    """The raw inputs as flat vectors: uint8 images (N, C, H, W) -> float32 (N, C*H*W) in
+    [0, 1]; feature vectors (N, D) (already scaled) as they are."""
+    flat = x.reshape(len(x), -1).astype(np.float32)
+    return flat / 255.0 if x.dtype == np.uint8 else flat

@@ -117,6 +117,11 @@ def _int_list(cfg, key: str) -> list[int]:
 
 def _classes(cfg, key: str, dataset: str) -> list[int]:
     v = _get(cfg, key)
+    if dataset not in CLASSES:  # a file dataset: its classes are checked once it is read
+        if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v):
+            raise ConfigError(f"{key} must be a non-empty list of class indices (the sorted label values), got {v!r}")
+        return list(v)
     known = CLASSES[dataset]
     if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
             isinstance(c, int) and not isinstance(c, bool) and c in known for c in v):
@@ -127,16 +132,64 @@ def _classes(cfg, key: str, dataset: str) -> list[int]:
     return list(v)
 
 
+def _str_or_null(cfg, key: str) -> str | None:
+    v = _get(cfg, key)
+    if v is not None and (not isinstance(v, str) or not v.strip()):
+        raise ConfigError(f"{key} must be a column name or null, got {v!r}")
+    return v
+
+
+def _validate_source(cfg, name: str) -> None:
+    """The file datasets' keys (data=table | array | images); the file itself is checked
+    when the download stage reads it."""
+    from latentlab.data import FILE_DATASETS
+    from latentlab.sources import SCALINGS
+
+    path = _get(cfg, "data.path")
+    if not isinstance(path, str) or not path.strip() or path == "???":
+        what = {"table": "a .csv or .parquet file", "array": "a .npy or .npz file",
+                "images": "a folder of images"}.get(name, "a path")
+        raise ConfigError(f"data.path must name {what} (e.g. -S data.path=my_data.csv), got {path!r}")
+    if name not in FILE_DATASETS:
+        return
+    if name == "table":
+        feats = _get(cfg, "data.features")
+        if feats is not None and (not isinstance(feats, (list, tuple, ListConfig)) or not feats
+                                  or not all(isinstance(f, str) and f for f in feats)):
+            raise ConfigError(f"data.features must be null or a non-empty list of column names/patterns, got {feats!r}")
+        label, ident = _str_or_null(cfg, "data.label"), _str_or_null(cfg, "data.id")
+        if label is not None and label == ident:
+            raise ConfigError(f"data.label and data.id name the same column {label!r}")
+    if name == "array":
+        if not isinstance(_get(cfg, "data.key"), str):
+            raise ConfigError(f"data.key must be the samples' key in the .npz, got {_get(cfg, 'data.key')!r}")
+        _str_or_null(cfg, "data.label_key")
+    if name in ("table", "array"):
+        _choice(cfg, "data.scaling", SCALINGS)
+    if name == "images":
+        size = _get(cfg, "data.size")
+        if size is not None and (not isinstance(size, (list, tuple, ListConfig)) or len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 4 for v in size)):
+            raise ConfigError(f"data.size must be null or [H, W] with both >= 4, got {size!r}")
+        _choice(cfg, "data.channels", (1, 3))
+
+
 def _validate_anomaly(cfg, dataset: str) -> None:
     from latentlab.anomaly import PROTOCOLS as ANOMALY_PROTOCOLS
     from latentlab.anomaly import RECON_ERRORS, SCORES, THRESHOLDS
 
     protocol = _choice(cfg, "anomaly.protocol", ANOMALY_PROTOCOLS)
-    listed, rest = ("normal", "anomalous") if protocol == "one_class" else ("anomalous", "normal")
-    _classes(cfg, f"anomaly.{listed}", dataset)
-    if _get(cfg, f"anomaly.{rest}") is not None:
-        raise ConfigError(f"anomaly.{rest} must be null under protocol {protocol} (it is every class not in "
-                          f"anomaly.{listed}), got {_get(cfg, f'anomaly.{rest}')!r}")
+    if protocol == "unsupervised":
+        for key in ("anomaly.normal", "anomaly.anomalous"):
+            if _get(cfg, key) is not None:
+                raise ConfigError(f"{key} must be null under protocol unsupervised (no labels say which "
+                                  f"classes are normal), got {_get(cfg, key)!r}")
+    else:
+        listed, rest = ("normal", "anomalous") if protocol == "one_class" else ("anomalous", "normal")
+        _classes(cfg, f"anomaly.{listed}", dataset)
+        if _get(cfg, f"anomaly.{rest}") is not None:
+            raise ConfigError(f"anomaly.{rest} must be null under protocol {protocol} (it is every class not in "
+                              f"anomaly.{listed}), got {_get(cfg, f'anomaly.{rest}')!r}")
     if _get(cfg, "anomaly.anomaly_fraction") is not None:
         _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "anomaly.draws", 1, 1000)
@@ -180,6 +233,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "protocol", PROTOCOLS)
 
     name = _choice(cfg, "data.name", DATASETS)
+    _validate_source(cfg, name)
     _int(cfg, "data.max_train", 1, optional=True)
     _int(cfg, "data.max_test", 1, optional=True)
     _float(cfg, "data.test_fraction", 0.0, 0.9, lo_open=True)
@@ -195,6 +249,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         _float(cfg, "model.input_dropout", 0.0, 0.95)
     else:
         _int_list(cfg, "model.channels")
+        if name == "table":
+            raise ConfigError("model=conv needs images, but data.name=table gives feature vectors; use model=mlp")
     _choice(cfg, "model.activation", ACTIVATIONS)
 
     _choice(cfg, "optimizer._target_", OPTIMIZERS)
@@ -238,8 +294,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "finetune.batch_size", 1)
     _float(cfg, "finetune.augment.degrees", 0.0, 180.0)
     _float(cfg, "finetune.augment.translate", 0.0, 0.5)
-    _int(cfg, "baselines.pca_components", 1, INPUT_DIMS[name])
+    # A file dataset's dimension is known only once it is read: PCA is clipped to it there.
+    _int(cfg, "baselines.pca_components", 1, INPUT_DIMS.get(name))
 
+    _choice(cfg, "export.format", ("csv", "parquet"))
+    _float(cfg, "export.contamination", 0.0, 0.5, lo_open=True, hi_open=True)
     _int(cfg, "evaluate.n_images", 1, 64)
     _int(cfg, "evaluate.plot_points", 100)
     _validate_anomaly(cfg, name)

@@ -1,8 +1,9 @@
 """Datasets: obtain, verify and prepare them as one compact in-memory artifact.
 
-Every dataset becomes the same thing: uint8 images of shape (N, C, H, W), int64
-labels, and a fixed train/test split, saved in one ``.npz``. Later stages load it
-once and keep tensors in memory, never per-item PIL images.
+Every dataset becomes the same thing: samples (uint8 images (N, C, H, W), or float32
+feature vectors (N, D) for tables and arrays), int64 labels (-1 everywhere when the
+data has none), an id per sample, and a fixed train/test split, saved in one ``.npz``.
+Later stages load it once and keep tensors in memory, never per-item PIL images.
 
 The torchvision datasets (``mnist``, ``fashion_mnist``, ``kmnist``) are read from,
 in order: a local mirror in torchvision's layout (``<mirror>/MNIST/raw/...``), a
@@ -42,7 +43,9 @@ RAW_SHA256 = {
 }
 
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-DATASETS = (*TORCHVISION_DATASETS, "digits")
+FILE_DATASETS = ("table", "array", "images")   # the user's own file or folder, at data.path
+DATASETS = (*TORCHVISION_DATASETS, "digits", *FILE_DATASETS)
+NO_LABEL = -1
 
 
 class UnverifiedDataWarning(UserWarning):
@@ -51,17 +54,44 @@ class UnverifiedDataWarning(UserWarning):
 
 @dataclass
 class Prepared:
-    """A prepared dataset. Images are uint8 (N, C, H, W); labels int64 (N,)."""
+    """A prepared dataset. Samples are uint8 images (N, C, H, W) or float32 features
+    (N, D); labels int64 (N,), all ``NO_LABEL`` for unlabelled data; ids str (N,)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     meta: dict = field(default_factory=dict)
+    ids_train: np.ndarray | None = None
+    ids_test: np.ndarray | None = None
+    rows_train: np.ndarray | None = None  # each sample's position in the source file
+    rows_test: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n_train, n = len(self.x_train), len(self.x_train) + len(self.x_test)
+        if self.rows_train is None:  # the built-in datasets: train split first
+            self.rows_train, self.rows_test = np.arange(n_train), np.arange(n_train, n)
+        if self.ids_train is None:
+            self.ids_train, self.ids_test = self.rows_train.astype(str), self.rows_test.astype(str)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (D,) for feature vectors."""
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def is_images(self) -> bool:
+        return self.x_train.ndim == 4
+
+    @property
+    def labelled(self) -> bool:
+        return bool((self.y_train != NO_LABEL).any())
+
+    def ids(self, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+        """The scored samples' ids and source-file positions, in the order ``split`` gives them."""
+        if protocol == "all":
+            return np.concatenate([self.ids_train, self.ids_test]), np.concatenate([self.rows_train, self.rows_test])
+        return self.ids_test, self.rows_test
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash never leaves a truncated artifact behind."""
@@ -71,7 +101,9 @@ class Prepared:
             tmp = Path(f.name)
         try:
             np.savez(tmp, x_train=self.x_train, y_train=self.y_train, x_test=self.x_test,
-                     y_test=self.y_test, meta=np.array(json.dumps(self.meta, sort_keys=True)))
+                     y_test=self.y_test, ids_train=self.ids_train, ids_test=self.ids_test,
+                     rows_train=self.rows_train, rows_test=self.rows_test,
+                     meta=np.array(json.dumps(self.meta, sort_keys=True)))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -83,7 +115,8 @@ class Prepared:
             raise DataError(f"prepared dataset {path} does not exist: run the download stage first "
                             "(`dvc repro download`)")
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["x_train"], z["y_train"], z["x_test"], z["y_test"], json.loads(str(z["meta"])))
+            ids = tuple(z[k] if k in z.files else None for k in ("ids_train", "ids_test", "rows_train", "rows_test"))
+            return cls(z["x_train"], z["y_train"], z["x_test"], z["y_test"], json.loads(str(z["meta"])), *ids)
 
     def split(self, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x_fit, y_fit, x_score, y_score) for a protocol.
@@ -277,25 +310,71 @@ def load_digits(test_fraction: float, seed: int) -> Prepared:
     return Prepared(x_tr, y_tr, x_te, y_te, {"dataset": "digits", "source": "sklearn.datasets.load_digits"})
 
 
-def _head(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    return (x, y) if n is None else (x[:n], y[:n])
+def load_file(name: str, d: dict, test_fraction: float, seed: int) -> Prepared:
+    """The user's own data (``data.name`` table | array | images at ``data.path``), split
+    into train/test (stratified when labelled); feature vectors scaled by a ``Scaler``
+    fitted on the training split only, constant feature columns dropped (and logged)."""
+    from sklearn.model_selection import train_test_split
+
+    from latentlab import sources
+    from latentlab.config import project_root
+
+    path = project_root() / Path(d["path"]).expanduser()
+    if name == "table":
+        src = sources.read_table(path, features=d["features"], label=d["label"], id=d["id"])
+    elif name == "array":
+        src = sources.read_array(path, key=d["key"], label_key=d["label_key"])
+    else:
+        src = sources.read_image_folder(path, size=d["size"], channels=d["channels"])
+    n = len(src.x)
+    n_test = int(round(test_fraction * n))
+    if n - n_test < 2 or n_test < 1:
+        raise DataError(f"{path} has {n} samples: too few to split into train and test "
+                        f"(data.test_fraction={test_fraction})")
+    y = src.y if src.y is not None else np.full(n, NO_LABEL, dtype=np.int64)
+    stratify = y if src.y is not None and np.bincount(y).min() >= 2 else None
+    idx_train, idx_test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, stratify=stratify)
+    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
+    meta = {"dataset": name, "source": str(path), "labelled": src.y is not None, "classes": src.meta["classes"],
+            "file_sha256": sha256_file(path) if path.is_file() else None}
+    x = src.x
+    if x.ndim == 2:
+        x, columns, dropped = sources.drop_constant(x, src.meta["columns"])
+        if dropped:
+            print(f"  dropped {len(dropped)} constant feature column(s): {dropped}", flush=True)
+        scaler = sources.Scaler.fit(d["scaling"], x[idx_train])
+        x = scaler.transform(x)
+        meta.update(columns=columns, dropped_columns=dropped, scaler=scaler.to_dict())
+    return Prepared(x[idx_train], y[idx_train], x[idx_test], y[idx_test], meta,
+                    src.ids[idx_train], src.ids[idx_test], idx_train, idx_test)
+
+
+def _head(ds: Prepared, split: str, n: int | None) -> None:
+    if n is not None:
+        for attr in ("x", "y", "ids", "rows"):
+            setattr(ds, f"{attr}_{split}", getattr(ds, f"{attr}_{split}")[:n])
 
 
 def prepare(name: str, *, mirror: str | None = None, cache: str | None = None,
             max_train: int | None = None, max_test: int | None = None,
-            test_fraction: float = 0.2, seed: int = 0) -> Prepared:
-    """Obtain, verify and prepare a dataset. ``max_*`` keep the first n of a split."""
+            test_fraction: float = 0.2, seed: int = 0, source: dict | None = None) -> Prepared:
+    """Obtain, verify and prepare a dataset. ``max_*`` keep the first n of a split.
+    ``source``: the ``data`` config node, for the file datasets."""
     if name not in DATASETS:
         raise DataError(f"data.name must be one of {list(DATASETS)}, got {name!r}")
     if name == "digits":
         ds = load_digits(test_fraction, seed)
+    elif name in FILE_DATASETS:
+        ds = load_file(name, dict(source or {}), test_fraction, seed)
     else:
         ds = load_torchvision(name, resolve_mirror(mirror), Path(cache).expanduser() if cache else default_cache())
-    ds.x_train, ds.y_train = _head(ds.x_train, ds.y_train, max_train)
-    ds.x_test, ds.y_test = _head(ds.x_test, ds.y_test, max_test)
+    _head(ds, "train", max_train)
+    _head(ds, "test", max_test)
     h = hashlib.sha256()
     for arr in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
         h.update(np.ascontiguousarray(arr).tobytes())
+    ds.meta.setdefault("labelled", True)
     ds.meta.update(sha256=h.hexdigest(), n_train=len(ds.x_train), n_test=len(ds.x_test),
-                   image_shape=list(ds.image_shape), n_classes=int(len(np.unique(ds.y_train))))
+                   image_shape=list(ds.image_shape),
+                   n_classes=int(len(np.unique(ds.y_train))) if ds.labelled else None)
     return ds

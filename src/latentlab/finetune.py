@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from latentlab.errors import ConfigError
-from latentlab.models import Autoencoder, random_affine, to_float
+from latentlab.models import Autoencoder, is_images, random_affine, to_float
 
 
 def agreement(labels: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ class ConvNet(nn.Module):
         return self.net(x)
 
 
-CLASSIFIERS = ("encoder", "conv")
+CLASSIFIERS = ("auto", "encoder", "conv")
 LABELS = ("reliable", "consensus", "pixels")
 SCHEDULES = ("cosine", "onecycle")
 
@@ -118,7 +118,7 @@ class LitSelfLabel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         x = to_float(x)
-        if self.augment["degrees"] > 0 or self.augment["translate"] > 0:
+        if is_images(x) and (self.augment["degrees"] > 0 or self.augment["translate"] > 0):
             x = random_affine(x, self.augment["degrees"], self.augment["translate"])
         loss = nn.functional.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
         self.log("finetune/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -193,6 +193,8 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     if candidates is not None and len(candidates) != len(x):
         raise ConfigError(f"{len(x)} images but {len(candidates)} candidate flags")
     pl.seed_everything(seed, workers=True, verbose=False)
+    if classifier == "auto":  # a CNN learns images best; feature vectors have only the encoder
+        classifier = "conv" if x.ndim == 4 else "encoder"
     net = (Classifier(copy.deepcopy(ae.encoder), latent_dim, k) if classifier == "encoder"
            else ConvNet(tuple(x.shape[1:]), k))
     data = torch.from_numpy(np.ascontiguousarray(x))

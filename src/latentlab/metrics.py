@@ -47,3 +47,28 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         "ari": float(adjusted_rand_score(y_true, y_pred)),
         "purity": purity(y_true, y_pred),
     }
+
+
+LABEL_FREE = ("silhouette", "davies_bouldin", "calinski_harabasz")
+
+
+def label_free(x: np.ndarray, clusters: np.ndarray, *, seed: int = 0, sample: int = 10_000) -> dict[str, float]:
+    """Cluster quality without labels, in the space x (N, D) the clusters are judged in.
+
+    silhouette (in [-1, 1], higher is better) on a seeded sample of at most ``sample``
+    points (it costs O(n^2)); Davies-Bouldin (>= 0, lower is better) and
+    Calinski-Harabasz (higher is better) on all of them. NaN for a single cluster.
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    x, clusters = np.asarray(x), np.asarray(clusters)
+    if len(x) != len(clusters):
+        raise ValueError(f"{len(x)} points but {len(clusters)} cluster ids")
+    n_clusters = len(np.unique(clusters))
+    if n_clusters < 2 or n_clusters >= len(x):
+        return {k: float("nan") for k in LABEL_FREE}
+    return {
+        "silhouette": float(silhouette_score(x, clusters, sample_size=min(sample, len(x)), random_state=seed)),
+        "davies_bouldin": float(davies_bouldin_score(x, clusters)),
+        "calinski_harabasz": float(calinski_harabasz_score(x, clusters)),
+    }

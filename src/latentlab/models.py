@@ -44,9 +44,10 @@ class Autoencoder(nn.Module):
 
 
 class MLPAutoencoder(Autoencoder):
-    """Dense encoder in -> hidden... -> d, mirrored decoder, sigmoid output."""
+    """Dense encoder in -> hidden... -> d, mirrored decoder; a sigmoid output for images
+    (in [0, 1]), a linear one for feature vectors (standardised, unbounded)."""
 
-    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
+    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 10,
                  hidden: tuple[int, ...] = (500, 500, 2000), activation: str = "relu",
                  input_dropout: float = 0.0) -> None:
         super().__init__()
@@ -63,7 +64,8 @@ class MLPAutoencoder(Autoencoder):
         back = [latent_dim, *reversed(hidden)]
         for a, b in zip(back[:-1], back[1:]):
             dec += [nn.Linear(a, b), act()]
-        dec += [nn.Linear(back[-1], n_in), nn.Sigmoid(), nn.Unflatten(1, tuple(input_shape))]
+        out = [nn.Sigmoid()] if len(input_shape) == 3 else []
+        dec += [nn.Linear(back[-1], n_in), *out, nn.Unflatten(1, tuple(input_shape))]
         self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
         self.init_weights()
 
@@ -74,6 +76,11 @@ class ConvAutoencoder(Autoencoder):
     def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
                  channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu") -> None:
         super().__init__()
+        if len(input_shape) != 3:
+            from latentlab.errors import ConfigError
+
+            raise ConfigError(f"model=conv needs images (C, H, W), but the data are vectors of shape "
+                              f"{tuple(input_shape)}; use model=mlp")
         act = ACTIVATIONS[activation]
         c_in, h, w = input_shape
         enc: list[nn.Module] = []
@@ -101,8 +108,14 @@ class ConvAutoencoder(Autoencoder):
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 images (kept that way in memory: 4x smaller) to floats in [0, 1]."""
-    return batch.float().div_(255.0)
+    """uint8 images (kept that way in memory: 4x smaller) to floats in [0, 1]; feature
+    vectors (already scaled when the data was prepared) as float32."""
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+
+
+def is_images(x: torch.Tensor) -> bool:
+    """(N, C, H, W) images, not (N, D) feature vectors: only images are rotated and shifted."""
+    return x.ndim == 4
 
 
 def random_affine(x: torch.Tensor, degrees: float, translate: float) -> torch.Tensor:
@@ -147,7 +160,7 @@ class LitAutoencoder(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
         x = to_float(batch[0])
         aug = self.hparams.augment
-        if stage == "train" and aug and (aug["degrees"] > 0 or aug["translate"] > 0):
+        if stage == "train" and aug and is_images(x) and (aug["degrees"] > 0 or aug["translate"] > 0):
             # The model reconstructs the shifted/rotated image: its code must not hinge on
             # the exact position of a stroke (ASPC-DA's pretraining).
             x = random_affine(x, aug["degrees"], aug["translate"])

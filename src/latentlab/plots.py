@@ -25,10 +25,11 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
 
 
 def latent_scatter(z2: np.ndarray, labels: np.ndarray, clusters: np.ndarray, path: str | Path,
-                   title: str = "latent space (PCA to 2-D)") -> Path:
-    """z2: (N, 2) projected latents; side by side coloured by true label and by cluster."""
+                   title: str = "latent space (PCA to 2-D)", first: str = "true label") -> Path:
+    """z2: (N, 2) projected latents; side by side coloured by ``labels`` (the true labels,
+    or without them another clustering, named by ``first``) and by the autoencoder's clusters."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), sharex=True, sharey=True)
-    for ax, c, name in ((axes[0], labels, "true label"), (axes[1], clusters, "k-means cluster")):
+    for ax, c, name in ((axes[0], labels, first), (axes[1], clusters, "autoencoder cluster")):
         sc = ax.scatter(z2[:, 0], z2[:, 1], c=c, cmap="tab10", s=2, alpha=0.6, rasterized=True,
                         vmin=-0.5, vmax=max(9.5, float(c.max()) + 0.5))
         ax.set_title(f"coloured by {name}")
@@ -69,7 +70,8 @@ def anomaly_extremes(images: np.ndarray, recons: np.ndarray, scores: np.ndarray,
     top, bottom = order[::-1][:n], order[:n]
     rows = [("most anomalous", images[top]), ("reconstruction", recons[top]),
             ("least anomalous", images[bottom]), ("reconstruction", recons[bottom])]
-    captions = [f"{scores[i]:.3g} {'A' if is_anomaly[i] else 'N'}" for i in top]
+    mark = {1: " A", 0: " N"}  # anything else: no label says
+    captions = [f"{scores[i]:.3g}{mark.get(int(is_anomaly[i]), '')}" for i in top]
     return _image_rows(rows, path, captions)
 
 
@@ -80,6 +82,8 @@ def score_histogram(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float
     bins = np.histogram_bin_edges(scores, bins=60)
     for flag, name, color in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
         sel = scores[is_anomaly == flag]
+        if len(sel) == 0:
+            continue
         ax.hist(sel, bins=bins, density=True, alpha=0.5, color=color, label=f"{name} (n={len(sel)})")
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set_xlabel(title)

@@ -46,10 +46,12 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
 
     d = cfg["data"]
     ds = prepare(d["name"], mirror=d["mirror"], cache=d["cache"], max_train=d["max_train"],
-                 max_test=d["max_test"], test_fraction=d["test_fraction"], seed=d["split_seed"])
+                 max_test=d["max_test"], test_fraction=d["test_fraction"], seed=d["split_seed"], source=d)
     ds.save(out)
-    return (f"wrote {out}: {d['name']} {ds.meta['n_train']} train + {ds.meta['n_test']} test images "
-            f"of shape {tuple(ds.image_shape)}, sha256 {ds.meta['sha256'][:12]}")
+    what = "images" if ds.is_images else "feature vectors"
+    labels = "" if ds.labelled else ", no labels"
+    return (f"wrote {out}: {d['name']} {ds.meta['n_train']} train + {ds.meta['n_test']} test {what} "
+            f"of shape {tuple(ds.image_shape)}{labels}, sha256 {ds.meta['sha256'][:12]}")
 
 
 def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images",
@@ -184,6 +186,10 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     c = pipeline_params(cfg["cluster"], cfg["seed"])
     km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
     pcs = cfg["baselines"]["pca_components"]
+    if pcs > min(x_fit.shape):  # a small table: PCA keeps what there is
+        print(f"  baselines.pca_components={pcs} exceeds the data's {min(x_fit.shape)} dimensions/samples: "
+              f"using {min(x_fit.shape)}", flush=True)
+        pcs = min(x_fit.shape)
     umap = fit_predict(x_fit, x_score, M.RAW_UMAP, **{**c, "standardize": False, "pca": pcs, "manifold": "umap"})
     out_labels = {
         M.RAW_KMEANS: fit_predict(x_fit, x_score, M.RAW_KMEANS, **km)[0],
@@ -195,18 +201,52 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     return f"wrote {out}: {len(out_labels[M.RAW_KMEANS])} assignments for {', '.join(out_labels)}"
 
 
+def export(cfg: Mapping[str, Any], data: Path, latents: Path, finetuned: Path, out: Path, summary_out: Path) -> str:
+    """The table users take away (see ``latentlab.export``): one row per scored sample in
+    the source file's order, and a summary (the anomaly threshold ``predict`` applies)."""
+    from latentlab import export as ex
+    from latentlab.data import Prepared
+
+    ds = Prepared.load(data)
+    ids, rows = ds.ids(cfg["protocol"])
+    _, _, _, y = ds.split(cfg["protocol"])
+    with np.load(latents) as z:
+        z_fit_mse = _fit_score(cfg, z["mse_train"], z["mse_test"])[0]
+        z_score = _fit_score(cfg, z["z_train"], z["z_test"])[1]
+        mse = _fit_score(cfg, z["mse_train"], z["mse_test"])[1]
+    with np.load(finetuned) as f:
+        clusters = f[M.FINETUNED]
+    if not len(ids) == len(clusters) == len(z_score):
+        raise LatentlabError(f"stage outputs disagree: {len(ids)} samples, {len(clusters)} assignments, "
+                             f"{len(z_score)} latents; re-run `dvc repro`")
+    # The contamination assumption: that fraction of the data the autoencoder learnt from is anomalous.
+    thr = ex.threshold(z_fit_mse, cfg["export"]["contamination"])
+    classes = ds.meta.get("classes")
+    labels = None if not ds.labelled else [classes[i] if classes else str(i) for i in y]
+    order = np.argsort(rows, kind="stable")
+    df = ex.table(ids, clusters, z_score, mse, thr, labels).iloc[order].reset_index(drop=True)
+    ex.write(df, out)
+    summary = {"rows": len(df), "clusters": int(df["cluster"].nunique()), "threshold": thr,
+               "contamination": cfg["export"]["contamination"], "flagged": int(df["is_anomaly"].sum())}
+    _write_json(summary_out, summary)
+    return (f"wrote {out} and {summary_out}: {summary['rows']} rows in {summary['clusters']} clusters, "
+            f"{summary['flagged']} above the anomaly threshold {thr:.4g}")
+
+
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
              assignments: list[Path], metrics_out: Path, plots_dir: Path,
-             run_id: str | None = None) -> str:
+             run_id: str | None = None, exported: Path | None = None) -> str:
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
-    ``run_id``: fill this open run (a sweep job's) instead of creating one.
+    ``run_id``: fill this open run (a sweep job's) instead of creating one. ``exported``:
+    the export stage's table, logged as an artifact.
     """
     import torch
     from sklearn.decomposition import PCA
 
     from latentlab import metrics, plots, training, tracking
     from latentlab.data import Prepared
+    from latentlab.models import to_float
 
     ds = Prepared.load(data)
     _, _, x_score, y = ds.split(cfg["protocol"])
@@ -224,10 +264,13 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         raise LatentlabError(f"stage outputs disagree: {len(y)} labels, {len(z_score)} latents, "
                              f"{len(labels[M.AUTOENCODER])} assignments; re-run `dvc repro`")
 
-    result: dict[str, Any] = {"protocol": cfg["protocol"], "n_scored": int(len(y)),
+    result: dict[str, Any] = {"protocol": cfg["protocol"], "n_scored": int(len(y)), "labelled": ds.labelled,
                               "recon_mse": float(mse_score.mean())}
     for m in M.METHODS:
-        result[m] = metrics.scores(y, labels[m])
+        # Label-free quality is judged in the latent space for every method, so that they compare.
+        result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
+                     **metrics.label_free(z_score, labels[m], seed=cfg["seed"]),
+                     "n_clusters": int(len(np.unique(labels[m])))}
     hist = training.read_history(history)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)}
     _write_json(metrics_out, result)
@@ -236,28 +279,34 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     pick = rng.choice(len(y), size=min(len(y), cfg["evaluate"]["plot_points"]), replace=False)
     z2 = PCA(n_components=2, random_state=cfg["seed"]).fit_transform(z_score)[pick]
     net = training.load(model)
-    shown = x_score[rng.choice(len(x_score), size=cfg["evaluate"]["n_images"], replace=False)]
+    shown = x_score[rng.choice(len(x_score), size=min(len(x_score), cfg["evaluate"]["n_images"]), replace=False)]
     with torch.inference_mode():
-        originals = torch.from_numpy(shown).float() / 255.0
+        originals = to_float(torch.from_numpy(shown))
         recons = net(originals).numpy()
+    colour = y[pick] if ds.labelled else labels[M.FINETUNED][pick]
     figures = [
-        plots.latent_scatter(z2, y[pick], labels[M.AUTOENCODER][pick], plots_dir / "latent_pca.png"),
-        plots.reconstruction_grid(originals.numpy(), recons, plots_dir / "reconstructions.png"),
+        plots.latent_scatter(z2, colour, labels[M.AUTOENCODER][pick], plots_dir / "latent_pca.png",
+                             first="true label" if ds.labelled else "finetuned cluster"),
         plots.loss_curve(hist, plots_dir / "loss_curve.png"),
     ]
-    for m in M.METHODS:
+    if ds.is_images:
+        figures.append(plots.reconstruction_grid(originals.numpy(), recons, plots_dir / "reconstructions.png"))
+    for m in M.METHODS if ds.labelled else ():
         s = result[m]
         figures.append(plots.contingency_heatmap(
             metrics.contingency(y, labels[m]), plots_dir / f"contingency_{m}.png",
             f"{m}: ACC {s['acc']:.3f}, NMI {s['nmi']:.3f}"))
 
-    summary = " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" for m in M.METHODS)
+    summary = " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" if ds.labelled else
+                         f"{m} silhouette {result[m]['silhouette']:.3f} DB {result[m]['davies_bouldin']:.3f}"
+                         for m in M.METHODS)
     flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
     flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
                  "epochs": result["train"]["epochs"]})
     run_id = tracking.log_run(
         cfg=cfg, run_id=run_id, history=hist, metrics=flat,
-        artifacts=[*figures, metrics_out, model, history], model=net, example=originals.numpy()[:2],
+        artifacts=[*figures, metrics_out, model, history, *([exported] if exported else [])], model=net,
+        example=originals.numpy()[:2],
         tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
               "protocol": cfg["protocol"]})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
@@ -273,7 +322,7 @@ def anomaly_split(cfg: Mapping[str, Any], ds: Any):
     from latentlab.anomaly import make_split
 
     a = cfg["anomaly"]
-    classes = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
+    classes = {"one_class": a["normal"], "leave_out": a["anomalous"]}.get(a["protocol"], [])
     return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=a["protocol"], classes=classes,
                       anomaly_fraction=None, train_contamination=a["train_contamination"],
                       val_fraction=a["val_fraction"], seed=cfg["seed"])
@@ -312,8 +361,9 @@ def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) ->
     _savez(out, scores=scores, val_scores=scorer.score_samples(f_val), is_anomaly=split.is_anomaly,
            y=split.y_test, recon_error=f_test[:, 0], threshold=np.array(scorer.threshold_))
     flagged = scores > scorer.threshold_
-    return (f"wrote {out}: {cfg['anomaly']['score']} scores ({err}) for {len(scores)} test images "
-            f"({int(split.is_anomaly.sum())} anomalous), threshold {scorer.threshold_:.4g} flags "
+    known = f"{int((split.is_anomaly == 1).sum())} anomalous" if (split.is_anomaly >= 0).all() else "no labels"
+    return (f"wrote {out}: {cfg['anomaly']['score']} scores ({err}) for {len(scores)} test samples "
+            f"({known}), threshold {scorer.threshold_:.4g} flags "
             f"{flagged.mean():.1%} of them")
 
 
@@ -343,7 +393,7 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     from latentlab import plots, training, tracking
-    from latentlab.anomaly import anomaly_metrics, unbalanced_indices, unbalanced_metrics
+    from latentlab.anomaly import UNKNOWN, anomaly_metrics, unbalanced_indices, unbalanced_metrics
     from latentlab.data import Prepared
 
     a = cfg["anomaly"]
@@ -355,17 +405,20 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     if len(split.x_test) != len(s) or not np.array_equal(split.y_test, y):
         raise LatentlabError(f"{scores} does not match the current split ({len(s)} scores, "
                              f"{len(split.x_test)} test images); re-run `dvc repro`")
-    full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
+    known = bool((is_anom != UNKNOWN).all())  # the unsupervised protocol has no truth to score against
     hist = training.read_history(history)
     result: dict[str, Any] = {
         "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "error": a["error"],
         "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
-        "n_contaminated": split.n_contaminated, "n_test": int(len(s)),
-        "test_recon_error": {"normal": float(recon_error[is_anom == 0].mean()),
-                             "anomaly": float(recon_error[is_anom == 1].mean())},
-        "test": vars(full),
+        "n_contaminated": split.n_contaminated, "n_test": int(len(s)), "test_flagged": float((s > thr).mean()),
         "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
     }
+    if not known:
+        return _anomaly_unlabelled(cfg, ds, split, s, thr, hist, result, model, history, metrics_out, plots_dir,
+                                   curves_dir, run_id)
+    full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
+    result.update(test=vars(full), test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
+                                                     "anomaly": float(recon_error[is_anom == 1].mean())})
     curves = {f"full test ({full.anomaly_fraction:.0%} anomalies)": (is_anom, s)}
     pr_on = (is_anom, s)
     if a["anomaly_fraction"] is not None:
@@ -413,6 +466,47 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
                   f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
     return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary} | MLflow run {run_id} "
             f"at {tracking.tracking_uri()}")
+
+
+def _anomaly_unlabelled(cfg, ds, split, s, thr, hist, result, model, history, metrics_out, plots_dir, curves_dir,
+                        run_id) -> str:
+    """anomaly_evaluate without labels: how many test samples the threshold flags, the score
+    distribution and (for images) the most and least anomalous ones; no ROC/PR to draw."""
+    import torch
+
+    from latentlab import plots, training, tracking
+    from latentlab.anomaly import UNKNOWN
+    from latentlab.models import to_float
+
+    a = cfg["anomaly"]
+    _write_json(metrics_out, result)
+    for name, cols in (("roc.csv", "fpr,tpr"), ("pr.csv", "recall,precision")):
+        tmp = curves_dir / f".{name}.tmp"
+        curves_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(cols + "\n")  # no labels, no curve: a header DVC can still read
+        os.replace(tmp, curves_dir / name)
+    net = training.load(model)
+    n = min(a["n_images"], len(s) // 2)
+    order = np.argsort(s)
+    shown = np.concatenate([order[::-1][:n], order[:n]])
+    with torch.inference_mode():
+        imgs = to_float(torch.from_numpy(split.x_test[shown]))
+        recons = net(imgs).numpy()
+    figures = [plots.score_histogram(s, np.zeros(len(s), dtype=np.int64), thr, plots_dir / "score_histogram.png",
+                                     title=f"{a['score']} score (no labels: every test sample)"),
+               plots.loss_curve(hist, plots_dir / "loss_curve.png")]
+    if ds.is_images:
+        figures.append(plots.anomaly_extremes(imgs.numpy(), recons, s[shown], np.full(len(shown), UNKNOWN),
+                                              plots_dir / "extremes.png", n=n))
+    flat = {"threshold": thr, "val_flagged": result["val_flagged"], "test_flagged": result["test_flagged"],
+            "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)}
+    run_id = tracking.log_run(
+        cfg=cfg, task="anomaly", run_id=run_id, history=hist, metrics=flat,
+        artifacts=[*figures, metrics_out, model, history], model=net, example=imgs.numpy()[:2],
+        tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
+              "anomaly.protocol": a["protocol"]})
+    return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: no labels; the threshold flags "
+            f"{result['test_flagged']:.1%} of {len(s)} test samples | MLflow run {run_id} at {tracking.tracking_uri()}")
 
 
 def timed(stage: Callable[..., str], cfg: Mapping[str, Any], *args: Any, **kwargs: Any) -> str:

@@ -97,9 +97,11 @@ def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: s
     finetuned = out / "finetune" / "assignments.npz"
     stages.timed(stages.finetune, cfg, data, model, assignments, latents, finetuned, out / "finetune" / "model.pt",
                  baselines)
+    exported = out / "export" / f"assignments.{cfg['export']['format']}"
+    stages.timed(stages.export, cfg, data, latents, finetuned, exported, out / "export" / "summary.json")
     metrics = out / "evaluate" / "metrics.json"
     stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, finetuned, baselines],
-                 metrics, out / "evaluate" / "plots", run_id=run_id)
+                 metrics, out / "evaluate" / "plots", run_id=run_id, exported=exported)
     return metrics
 
 

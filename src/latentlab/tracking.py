@@ -75,8 +75,11 @@ def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
     name = f"{cfg['data']['name']}-{arch}-d{cfg['model']['latent_dim']}"
     if task == "anomaly":
         a = cfg["anomaly"]
-        listed = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
-        name += f"-{'normal' if a['protocol'] == 'one_class' else 'leftout'}{''.join(map(str, listed))}"
+        if a["protocol"] == "unsupervised":
+            name += "-unsupervised"
+        else:
+            listed = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
+            name += f"-{'normal' if a['protocol'] == 'one_class' else 'leftout'}{''.join(map(str, listed))}"
     return f"{name}-seed{cfg['seed']}"
 
 
