@@ -69,6 +69,27 @@ class Clustering(NamedTuple):
     labels: np.ndarray       # (M,) int64 cluster ids of x_score
     typicality: np.ndarray   # (M,) float32: how central each point is to its cluster (higher: more)
     pipeline: Pipeline       # fitted
+    k_scores: dict[int, float] | None = None  # with select_k: the criterion's value for each k tried
+
+
+SELECT_K = ("silhouette", "davies_bouldin", "calinski_harabasz")
+
+
+def select_k(xt: np.ndarray, make, k_range: tuple[int, int], criterion: str, seed: int) -> tuple[int, dict]:
+    """The k in [lo, hi] whose clusterer (``make(k)``) scores best on xt (N, D) by a label-free
+    criterion (silhouette and Calinski-Harabasz: highest; Davies-Bouldin: lowest), judged in
+    the space the clusterer sees (after PCA / UMAP). Returns (k, {k: score})."""
+    from latentlab.metrics import label_free
+
+    lo, hi = k_range
+    if criterion not in SELECT_K:
+        raise ConfigError(f"cluster.select_k must be null or one of {list(SELECT_K)}, got {criterion!r}")
+    hi = min(hi, len(xt) - 1)
+    if lo > hi:
+        raise ConfigError(f"cluster.k_range={list(k_range)}: {len(xt)} samples allow at most k={len(xt) - 1}")
+    scores = {k: label_free(xt, make(k).fit_predict(xt), seed=seed)[criterion] for k in range(lo, hi + 1)}
+    pick = (min if criterion == "davies_bouldin" else max)(scores, key=lambda k: scores[k])
+    return pick, scores
 
 
 def typicality(clusterer, xt: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -97,7 +118,8 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     assigns every point by ``predict`` (UMAP's ``transform`` for the rest): a UMAP graph
     over millions of points would cost hours for no better clusters.
     """
-    k = params["k"]
+    criterion, k_range = params.pop("select_k", None), params.pop("k_range", None)
+    k = params["k"] if criterion is None else k_range[0]
     if len(x_fit) < k:
         raise ConfigError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
     pca = params.get("pca")
@@ -114,6 +136,25 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
           f"{x_fit.shape[0]}x{x_fit.shape[1]}, k={k} ...", flush=True)
     t = time.perf_counter()
     pipe = make_pipeline(n=len(x_fit), **params)
+    k_scores = None
+    if criterion is not None:
+        # Transform once (UMAP is the expensive part), then try every k on the result.
+        xt_fit = pipe[:-1].fit_transform(x_fit)
+        make = lambda kk: make_clusterer(k=kk, **{key: params[key] for key in  # noqa: E731
+                                                   ("algorithm", "n_init", "max_iter", "seed", "covariance_type",
+                                                    "minibatch_above")}, n=len(x_fit))
+        k, k_scores = select_k(xt_fit, make, tuple(k_range), criterion, params["seed"])
+        print(f"  {name}: k={k} by {criterion} over k in {list(k_range)}: "
+              + ", ".join(f"{kk}: {v:.3f}" for kk, v in k_scores.items()), flush=True)
+        pipe.steps[-1] = ("cluster", make(k))
+        last = pipe[-1]
+        labels = last.fit_predict(xt_fit).astype(np.int64)
+        if same:
+            conf = typicality(last, xt_fit, labels)
+        else:
+            labels, conf = assign(pipe, x_score)
+        print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s", flush=True)
+        return Clustering(labels, conf, pipe, k_scores)
     last = pipe[-1]
     if same:
         # UMAP's fit_transform returns the embedding it built; transform would re-embed.
@@ -132,7 +173,7 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
 def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The keyword arguments of ``fit_predict`` from the ``cluster`` config node."""
     keys = ("k", "n_init", "max_iter", "standardize", "pca", "manifold", "umap", "algorithm",
-            "covariance_type", "minibatch_above", "max_fit")
+            "covariance_type", "minibatch_above", "max_fit", "select_k", "k_range")
     return {**{key: cluster[key] for key in keys}, "seed": seed}
 
 

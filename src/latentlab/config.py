@@ -216,6 +216,14 @@ def _validate_manifold(cfg) -> None:
     _choice(cfg, "cluster.algorithm", ALGORITHMS)
     _choice(cfg, "cluster.covariance_type", ("full", "tied", "diag", "spherical"))
     _int(cfg, "cluster.minibatch_above", 1)
+    from latentlab.clustering import SELECT_K
+
+    if _get(cfg, "cluster.select_k") is not None:
+        _choice(cfg, "cluster.select_k", SELECT_K)
+    kr = _get(cfg, "cluster.k_range")
+    if not (isinstance(kr, (list, tuple, ListConfig)) and len(kr) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in kr) and 2 <= kr[0] <= kr[1]):
+        raise ConfigError(f"cluster.k_range must be [lo, hi] with 2 <= lo <= hi, got {kr!r}")
     max_fit = _int(cfg, "cluster.max_fit", 1)
     if max_fit < _get(cfg, "cluster.k"):
         raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")

@@ -112,10 +112,13 @@ def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
 
     with np.load(latents) as z:
         z_fit, z_score = _fit_score(cfg, z["z_train"], z["z_test"])
-    labels, typical, pipe = fit_predict(z_fit, z_score, M.AUTOENCODER, **pipeline_params(cfg["cluster"], cfg["seed"]))
+    labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER,
+                                                  **pipeline_params(cfg["cluster"], cfg["seed"]))
     fit_labels, fit_typical = (labels, typical) if z_fit is z_score else assign(pipe, z_fit)
-    _savez(out, **{M.AUTOENCODER: labels, "fit_labels": fit_labels, "fit_typicality": fit_typical})
-    return f"wrote {out}: {len(labels)} assignments to {cfg['cluster']['k']} clusters"
+    k = pipe[-1].n_components if hasattr(pipe[-1], "n_components") else pipe[-1].n_clusters
+    _savez(out, **{M.AUTOENCODER: labels, "fit_labels": fit_labels, "fit_typicality": fit_typical, "k": np.array(k)})
+    chosen = f" (chosen by {cfg['cluster']['select_k']})" if k_scores else ""
+    return f"wrote {out}: {len(labels)} assignments to {k} clusters{chosen}"
 
 
 def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, latents: Path, out: Path,
@@ -134,6 +137,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     x_fit, _, x_score, _ = Prepared.load(data).split(cfg["protocol"])
     with np.load(assignments) as a:
         fit_labels, fit_typical, score_labels = a["fit_labels"], a["fit_typicality"], a[M.AUTOENCODER]
+        k = int(a["k"]) if "k" in a.files else cfg["cluster"]["k"]  # cluster.select_k may have chosen it
     neighbors = None
     if f["rounds"] > 0:
         with np.load(latents) as z:
@@ -151,7 +155,9 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
         else:  # the pixel twin: no autoencoder in the labels at all
             fit_labels, fit_typical, neighbors = pixel_labels, np.zeros(len(pixel_labels), np.float32), None
     ae = training.load(model)
-    result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=cfg["cluster"]["k"],
+    if f["labels"] == "pixels":
+        k = int(pixel_labels.max()) + 1
+    result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=k,
                            rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
                            batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
                            trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"],

@@ -88,7 +88,7 @@ def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: s
     assignments = out / "cluster" / "assignments.npz"
     # What the baselines read of `cluster` (dvc.yaml lists the same keys for the stage).
     km = {k: cfg["cluster"][k] for k in ("k", "n_init", "max_iter", "umap", "algorithm", "covariance_type",
-                                         "minibatch_above", "max_fit")}
+                                         "minibatch_above", "max_fit", "select_k", "k_range")}
     base_key = _key(dkey, cfg["seed"], cfg["protocol"], km, cfg["baselines"])
     baselines = _cached(cache / f"baselines-{base_key}.npz", lambda p: stages.timed(stages.baselines, cfg, data, p))
     stages.timed(stages.train, cfg, data, model, history)
