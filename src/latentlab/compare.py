@@ -24,6 +24,9 @@ from latentlab.errors import LatentlabError
 
 DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari",
                    f"{M.FINETUNED}/acc", f"{M.FINETUNED}/nmi", "recon_mse")
+# Runs of data without labels have only label-free scores: these stand in for the defaults.
+LABEL_FREE_METRICS = (f"{M.AUTOENCODER}/silhouette", f"{M.AUTOENCODER}/davies_bouldin",
+                      f"{M.FINETUNED}/silhouette", f"{M.FINETUNED}/davies_bouldin", "recon_mse")
 # Per task: the metrics reported, and the one that picks the best (higher is better).
 TASK_METRICS = {
     "cluster": (DEFAULT_METRICS, f"{M.AUTOENCODER}/acc"),
@@ -179,6 +182,10 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
         raise NothingToCompare(f"no runs in {scope}")
     failed = int((raw["status"] != "FINISHED").sum())
     runs = _tidy(raw[raw["status"] == "FINISHED"])
+    if metrics == DEFAULT_METRICS and f"metrics.{metrics[0]}" not in runs.columns \
+            and f"metrics.{LABEL_FREE_METRICS[0]}" in runs.columns:
+        # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead.
+        metrics, rank_by = LABEL_FREE_METRICS, f"{M.FINETUNED}/silhouette"
     cols = [f"metrics.{m}" for m in metrics]
     missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]
     if runs.empty or missing:

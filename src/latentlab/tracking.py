@@ -116,6 +116,8 @@ UI_COLUMNS = {
     "cluster": [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
                 *(f"metrics.`{M.FINETUNED}/{s}`" for s in ("acc", "nmi")),
                 f"metrics.`{M.RAW_PCA_KMEANS}/acc`", f"metrics.`{M.RAW_UMAP}/acc`", "metrics.`recon_mse`",
+                # what runs of unlabelled data have instead
+                f"metrics.`{M.FINETUNED}/silhouette`", f"metrics.`{M.FINETUNED}/davies_bouldin`",
                 *_PARAM_COLUMNS],
     "anomaly": [*(f"metrics.`{m}`" for m in ("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1",
                                               "unbalanced/recall_at_fpr")),
