@@ -140,9 +140,9 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     if criterion is not None:
         # Transform once (UMAP is the expensive part), then try every k on the result.
         xt_fit = pipe[:-1].fit_transform(x_fit)
-        make = lambda kk: make_clusterer(k=kk, **{key: params[key] for key in  # noqa: E731
-                                                   ("algorithm", "n_init", "max_iter", "seed", "covariance_type",
-                                                    "minibatch_above")}, n=len(x_fit))
+        opts = {key: params[key] for key in ("algorithm", "n_init", "max_iter", "seed", "covariance_type",
+                                             "minibatch_above") if key in params}
+        make = lambda kk: make_clusterer(k=kk, **{"algorithm": "kmeans", **opts}, n=len(x_fit))  # noqa: E731
         k, k_scores = select_k(xt_fit, make, tuple(k_range), criterion, params["seed"])
         print(f"  {name}: k={k} by {criterion} over k in {list(k_range)}: "
               + ", ".join(f"{kk}: {v:.3f}" for kk, v in k_scores.items()), flush=True)

@@ -146,7 +146,7 @@ def _validate_source(cfg, name: str) -> None:
     from latentlab.sources import SCALINGS
 
     path = _get(cfg, "data.path")
-    if not isinstance(path, str) or not path.strip() or path == "???":
+    if not isinstance(path, str) or not path.strip() or path == "set-data.path-to-your-file":
         what = {"table": "a .csv or .parquet file", "array": "a .npy or .npz file",
                 "images": "a folder of images"}.get(name, "a path")
         raise ConfigError(f"data.path must name {what} (e.g. -S data.path=my_data.csv), got {path!r}")

@@ -120,10 +120,11 @@ def read_array(path: str | Path, *, key: str = "x", label_key: str | None = None
     ``label_key``). 2-D: feature vectors; 3-D (N, H, W) / 4-D (N, C, H, W) uint8: images."""
     path = _exists(path, "a .npy or .npz file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except AttributeError:  # a .npy file loads as a plain array, without a context manager
-        arrays = {key: np.load(path, allow_pickle=False)}
+        if path.suffix.lower() == ".npy":
+            arrays = {key: np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"could not read {path} as a NumPy file: {err}") from err
     if key not in arrays:
