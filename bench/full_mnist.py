@@ -55,23 +55,23 @@ def compose_params(repo: Path, overrides: list[str]) -> None:
                     "write_params('params.yaml', sys.argv[1:])", *overrides], cwd=repo, env=env, check=True)
 
 
-def run_seed(repo: Path, seed: int | None, overrides: list[str], twin: bool) -> dict:
+def run_seed(repo: Path, seed: int | None, overrides: list[str], twin: bool, targets: list[str]) -> dict:
     seeded = [*overrides, *([f"seed={seed}"] if seed is not None else [])]
     if seeded:
         compose_params(repo, seeded)
-    out, total = dvc(repo, "repro")
+    out, total = dvc(repo, "repro", *targets)
     print(out)
-    _, again = dvc(repo, "repro")
+    _, again = dvc(repo, "repro", *targets)
     stages = [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
     run = {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
-           "anomaly_metrics": json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
+           "anomaly_metrics": None if targets else json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
     if twin:
         # The finetuned method's raw-pixel twin: the same self-labelling of the pixels' UMAP +
         # GMM clusters, no autoencoder anywhere (re-runs finetune and evaluate only).
         compose_params(repo, [*seeded, "finetune.labels=pixels"])
-        print(dvc(repo, "repro")[0])
+        print(dvc(repo, "repro", *targets)[0])
         run["metrics"][TWIN] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINETUNED]
     return run
 
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="OVERRIDE",
                    help="a Hydra override for params.yaml, e.g. +experiment=best (repeatable)")
     p.add_argument("--tag", help="results file bench/results/full_mnist-<tag>.json")
+    p.add_argument("--target", dest="targets", action="append", default=[],
+                   help="dvc repro only this stage and what it needs, e.g. evaluate (the clustering branch)")
     p.add_argument("--twin", action="store_true", help="also score the finetuned method's raw-pixel twin "
                    "(finetune.labels=pixels) per seed")
     a = p.parse_args()
@@ -94,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        runs = [run_seed(repo, seed, a.overrides, a.twin) for seed in (a.seeds or [None])]
+        runs = [run_seed(repo, seed, a.overrides, a.twin, a.targets) for seed in (a.seeds or [None])]
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
               "overrides": a.overrides, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
@@ -128,6 +130,8 @@ def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
     for m in [m for m in [*M.METHODS, TWIN] if m in metrics]:
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
+    if anomaly is None:
+        return
     t, u = anomaly["test"], anomaly.get("unbalanced")
     print(f"\nanomaly branch ({anomaly['protocol']}, normal {anomaly['normal_classes']}, {anomaly['score']} "
           f"with {anomaly['error']}): full test AUROC {t['auroc']:.3f}, AUPRC {t['auprc']:.3f}")

@@ -1,0 +1,104 @@
+"""Bring your own data, end to end: the wine table without its label column through the real
+`dvc repro`, `latentlab predict`, a Hydra sweep and the MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_pipeline import _copy_project, _dvc
+
+BIN = Path(sys.executable).parent
+# Unlabelled wine (178 rows, 13 numeric columns; the cultivar column is text and left out),
+# a small MLP, k chosen by silhouette, anomalies without labels.
+WINE = ["data=wine", "data.label=null", "model.hidden=[64,32]", "model.latent_dim=4", "train.max_epochs=30",
+        "train.batch_size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        "cluster.select_k=silhouette", "cluster.k_range=[2,6]", "cluster.umap.n_neighbors=10", "cluster.n_init=2",
+        "finetune.epochs=10", "evaluate.plot_points=100", "anomaly=unsupervised"]
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    from latentlab.config import write_params
+
+    tmp = tmp_path_factory.mktemp("byod")
+    repo = _copy_project(tmp / "repo")
+    write_params(repo / "params.yaml", WINE)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "LATENTLAB_CACHE": str(tmp / "cache")}
+    (tmp / "env.json").write_text(json.dumps(env))
+    return repo, _dvc(repo, "repro"), env
+
+
+def test_dvc_repro_on_a_csv_without_labels(wine):
+    repo, out, env = wine
+    table = pd.read_csv(repo / "outputs/export/assignments.csv", dtype={"id": str})
+    src = pd.read_csv(repo / "examples/wine.csv")
+    # one row per input row, in the file's order, with its cluster, latents and anomaly score
+    assert table["id"].tolist() == src["wine"].tolist()
+    assert list(table.columns) == ["id", "cluster", "z0", "z1", "z2", "z3", "anomaly_score", "is_anomaly"]
+    assert table["cluster"].nunique() == 3  # silhouette picks the three cultivars' k
+    assert table["is_anomaly"].sum() == pytest.approx(0.01 * len(table), abs=2)
+    m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    assert m["labelled"] is False and "acc" not in m["finetuned"]
+    assert set(m["finetuned"]) >= {"silhouette", "davies_bouldin", "calinski_harabasz"}
+    a = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    assert a["protocol"] == "unsupervised" and "test" not in a and 0 <= a["test_flagged"] < 0.2
+    assert "Stage 'download' didn't change" in _dvc(repo, "repro") or "Data and pipelines are up to date" in \
+        _dvc(repo, "status")
+
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])[0]
+    assert run.data.metrics["finetuned/silhouette"] == pytest.approx(m["finetuned"]["silhouette"])
+    assert "assignments.csv" in {f.path for f in client.list_artifacts(run.info.run_id)}
+
+
+def test_predict_reproduces_the_pipeline_assignments(wine):
+    repo, _, env = wine
+    r = subprocess.run([str(BIN / "latentlab"), "predict", "examples/wine.csv", "--out", "new.parquet"], cwd=repo,
+                       capture_output=True, text=True, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    mine = pd.read_csv(repo / "outputs/export/assignments.csv", dtype={"id": str})
+    new = pd.read_parquet(repo / "new.parquet")
+    assert new["id"].tolist() == mine["id"].tolist()
+    assert (new["cluster"] == mine["cluster"]).all() and (new["is_anomaly"] == mine["is_anomaly"]).all()
+    pd.testing.assert_frame_equal(new.filter(like="z"), mine.filter(like="z"), check_dtype=False, rtol=1e-5)
+    # new data with a column missing: a clear error, no output
+    pd.read_csv(repo / "examples/wine.csv").drop(columns=["proline"]).to_csv(repo / "short.csv", index=False)
+    r = subprocess.run([str(BIN / "latentlab"), "predict", "short.csv", "--out", "x.csv"], cwd=repo,
+                       capture_output=True, text=True, env={**os.environ, **env})
+    assert r.returncode == 2 and "'proline' matches no column" in r.stderr and not (repo / "x.csv").exists()
+
+
+def test_changing_the_csv_reruns_the_pipeline(wine):
+    repo, _, _ = wine
+    path = repo / "examples/wine.csv"
+    df = pd.read_csv(path)
+    df.loc[0, "alcohol"] += 0.5
+    df.to_csv(path, index=False)
+    out = _dvc(repo, "status")  # (a repro would re-run everything: status says it without the wait)
+    assert "download:" in out and "modified:           examples/wine.csv" in out
+
+
+def test_sweep_on_the_csv_compares_by_silhouette(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    from conftest import ROOT
+
+    r = subprocess.run([str(BIN / "latentlab"), "-m", *WINE, f"data.path={ROOT / 'examples/wine.csv'}",
+                        "train.max_epochs=10", "finetune.epochs=3", "model.latent_dim=2,4"],
+                       cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])
+    parent = next(x for x in runs if x.data.tags.get("latentlab.sweep") == "parent")
+    assert parent.info.status == "FINISHED" and "finetuned/silhouette" in parent.data.metrics
+    assert sum(x.data.tags.get("mlflow.parentRunId") == parent.info.run_id for x in runs) == 2
