@@ -71,16 +71,19 @@ def pipeline(tmp_path_factory, mirror):
 
 def test_repro_writes_metrics_for_every_method(pipeline):
     repo, out, _ = pipeline
-    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "evaluate", "anomaly_train",
+    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "export", "evaluate", "anomaly_train",
                   "anomaly_score", "anomaly_evaluate"):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
     for method in ("autoencoder", "finetuned", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
-        assert set(m[method]) == {"acc", "nmi", "ari", "purity"}
+        assert set(m[method]) >= {"acc", "nmi", "ari", "purity", "silhouette", "davies_bouldin", "calinski_harabasz"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
     assert m["train"]["epochs"] == 5
+    # the table users take away: every image, in order, with its final cluster
+    rows = (repo / "outputs/export/assignments.csv").read_text().splitlines()
+    assert len(rows) == 2001 and rows[0].startswith("id,cluster,z0,") and rows[1].startswith("0,")
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "autoencoder" in shown and "raw_pca_kmeans" in shown
     for png in ("latent_pca", "reconstructions", "loss_curve", "contingency_autoencoder"):
