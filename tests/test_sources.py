@@ -10,7 +10,7 @@ from PIL import Image
 from latentlab import clustering, sources
 from latentlab.config import compose, validate
 from latentlab.data import NO_LABEL, Prepared, prepare
-from latentlab.errors import ConfigError, DataError
+from latentlab.errors import ConfigError, DataError, LatentlabError
 
 
 def _table(tmp_path, name="t.csv", **cols):
@@ -77,9 +77,15 @@ def test_bad_tables_are_clear_errors(tmp_path, make, kw, message):
         _prep(make(tmp_path), **kw)
 
 
-def test_fewer_rows_than_clusters_is_a_clear_error():
+def test_fewer_rows_than_clusters_is_a_clear_error_before_training(tmp_path, tiny_cfg):
+    from latentlab import stages
+
     with pytest.raises(ConfigError, match="cluster.k=10 is larger than the 6 samples"):
         clustering.fit_predict(np.zeros((6, 2)), np.zeros((6, 2)), "x", k=10, n_init=1, max_iter=10, seed=0)
+    _prep(_table(tmp_path, a=np.arange(8.0), b=np.arange(8.0) % 3)).save(tmp_path / "d.npz")
+    with pytest.raises(LatentlabError, match="cluster.k=10 is larger than the 8 samples"):
+        stages.train(tiny_cfg, tmp_path / "d.npz", tmp_path / "m.pt", tmp_path / "h.csv")
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_arrays_npy_and_npz(tmp_path):

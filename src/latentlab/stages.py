@@ -76,6 +76,10 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     from latentlab.data import Prepared
 
     x_fit, _, _, _ = Prepared.load(data).split(cfg["protocol"])
+    c = cfg["cluster"]
+    k = c["k"] if c["select_k"] is None else c["k_range"][0]
+    if len(x_fit) < k:  # said now, not after the training
+        raise LatentlabError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
     # Augmentation is a clustering aid: the anomaly branch trains on the images as they are.
     return _fit(cfg, x_fit, model_out, history_out, augment=cfg["train"]["augment"])
 
