@@ -32,7 +32,7 @@ def blobs():
                                     ["cluster=kmeans", "cluster.pca=5", "cluster.standardize=true"]])
 def test_every_pipeline_recovers_separated_clusters(blobs, preset):
     x, y = blobs
-    labels, _, pipe = fit_predict(x, x, "test", **{**_params(*preset), "k": 6})
+    labels, _, pipe, _ = fit_predict(x, x, "test", **{**_params(*preset), "k": 6})
     assert labels.shape == (len(x),) and labels.dtype == np.int64
     assert cluster_accuracy(y, labels) > 0.99, preset
 
@@ -48,14 +48,14 @@ def test_n2d_is_deterministic_for_a_seed(blobs):
 def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys):
     x, y = blobs
     p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000}
-    labels, _, pipe = fit_predict(x, x, "sampled", **p)
+    labels, _, pipe, _ = fit_predict(x, x, "sampled", **p)
     assert "on 1000x40" in capsys.readouterr().out
     assert len(labels) == len(x) and cluster_accuracy(y, labels) > 0.99
 
 
 def test_kmeans_switches_to_minibatch_above_the_threshold(blobs):
     x, y = blobs
-    labels, _, pipe = fit_predict(x, x, "mb", **{**_params("cluster=kmeans"), "k": 6, "minibatch_above": 1000})
+    labels, _, pipe, _ = fit_predict(x, x, "mb", **{**_params("cluster=kmeans"), "k": 6, "minibatch_above": 1000})
     assert isinstance(pipe.named_steps["cluster"], MiniBatchKMeans)
     full, *_ = fit_predict(x, x, "full", **{**_params("cluster=kmeans"), "k": 6})
     assert adjusted_rand_score(labels, full) > 0.99
