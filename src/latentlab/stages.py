@@ -81,7 +81,8 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     if len(x_fit) < k:  # said now, not after the training
         raise LatentlabError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
     # Augmentation is a clustering aid: the anomaly branch trains on the images as they are.
-    return _fit(cfg, x_fit, model_out, history_out, augment=cfg["train"]["augment"])
+    return _fit(cfg, x_fit, model_out, history_out, "images" if x_fit.ndim == 4 else "feature vectors",
+                augment=cfg["train"]["augment"])
 
 
 def embed(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
@@ -93,7 +94,7 @@ def embed(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
     z_train, mse_train = training.encode(net, ds.x_train, desc="encoding train")
     z_test, mse_test = training.encode(net, ds.x_test, desc="encoding test")
     _savez(out, z_train=z_train, mse_train=mse_train, z_test=z_test, mse_test=mse_test)
-    return (f"wrote {out}: latents {z_train.shape[1]}-d for {len(z_train)} + {len(z_test)} images, "
+    return (f"wrote {out}: latents {z_train.shape[1]}-d for {len(z_train)} + {len(z_test)} samples, "
             f"mean reconstruction MSE train {mse_train.mean():.5f} / test {mse_test.mean():.5f}")
 
 
