@@ -296,6 +296,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "finetune.lr_schedule", SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)
+    _int(cfg, "finetune.min_steps", 0)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)
     _int(cfg, "finetune.neighbors", 1, 1000)
     _float(cfg, "finetune.lr", 0.0, 10.0, lo_open=True)

@@ -172,7 +172,7 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
                augment: Mapping[str, float], seed: int, latent_dim: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, classifier: str = "encoder",
                candidates: np.ndarray | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine") -> SelfLabelResult:
+               lr_schedule: str = "cosine", min_steps: int = 0) -> SelfLabelResult:
     """Train a classifier on x's most reliable pseudo-labels and relabel x, ``rounds`` times.
 
     ``classifier``: "encoder" (a copy of ``ae``'s encoder + a linear head) or "conv" (a
@@ -180,7 +180,9 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     every cluster (the previous round's predictions after the first) and relabels all
     of x. ``neighbors`` (N, n): indices of each point's nearest neighbours in latent
     space, for ``reliability``. ``candidates`` (N,) bool: the first round draws only from
-    these (e.g. where two clusterings agree). The autoencoder itself is left as it is.
+    these (e.g. where two clusterings agree). A round lasts ``epochs`` or ``min_steps``
+    optimizer steps, whichever is longer: on a small dataset a few epochs are a handful
+    of steps, too few for a fresh network. The autoencoder itself is left as it is.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -210,14 +212,16 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
             idx = idx[candidates[idx]]
         dl = DataLoader(TensorDataset(data[idx], torch.from_numpy(result.labels[idx])),
                         batch_size=batch_size, shuffle=True)
-        lit = LitSelfLabel(net, lr=lr, epochs=epochs, augment=augment, label_smoothing=label_smoothing,
+        n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
+        lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
                            lr_schedule=lr_schedule)
-        t = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
                        devices=1, **trainer_args)
         t.fit(lit, dl)
         proba = predict_proba(net, x)
         new = proba.argmax(1).astype(np.int64)
-        result.rounds.append({"round": r, "n_used": int(len(idx)), "changed": int((new != result.labels).sum()),
+        result.rounds.append({"round": r, "n_used": int(len(idx)), "epochs": n_epochs,
+                              "changed": int((new != result.labels).sum()),
                               "loss": float(t.callback_metrics["finetune/loss"])})
         result.labels, result.confidence = new, proba.max(1)
         tiebreak = result.confidence

@@ -167,7 +167,8 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
                            batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
                            trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"],
                            classifier=f["classifier"], candidates=candidates,
-                           label_smoothing=f["label_smoothing"], lr_schedule=f["lr_schedule"])
+                           label_smoothing=f["label_smoothing"], lr_schedule=f["lr_schedule"],
+                           min_steps=f["min_steps"])
     if result.net is None:
         labels = score_labels
     elif x_score is x_fit:
@@ -179,7 +180,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     if result.net is None:
         return f"wrote {out}: finetune.rounds=0, the cluster stage's {len(labels)} assignments unchanged"
     agreed = "" if candidates is None else f"AE and pixel clusters agree on {candidates.mean():.1%}; "
-    rounds = agreed + "; ".join(f"round {r['round']}: {r['n_used']} images, loss {r['loss']:.3f}, {r['changed']} relabelled"
+    rounds = agreed + "; ".join(f"round {r['round']}: {r['n_used']} samples, {r['epochs']} epochs, loss {r['loss']:.3f}, {r['changed']} relabelled"
                        for r in result.rounds)
     return f"wrote {out} and {model_out}: {len(labels)} assignments ({rounds})"
 
