@@ -68,12 +68,6 @@ def write(df, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read(path: Path):
-    import pandas as pd
-
-    return pd.read_csv(path, dtype={"id": str}) if path.suffix == ".csv" else pd.read_parquet(path)
-
-
 def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: Path):
     """New data read and transformed exactly as the training data were: (samples, ids)."""
     from latentlab import sources

@@ -223,9 +223,8 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, finetuned: Path, o
     ids, rows = ds.ids(cfg["protocol"])
     _, _, _, y = ds.split(cfg["protocol"])
     with np.load(latents) as z:
-        z_fit_mse = _fit_score(cfg, z["mse_train"], z["mse_test"])[0]
+        z_fit_mse, mse = _fit_score(cfg, z["mse_train"], z["mse_test"])
         z_score = _fit_score(cfg, z["z_train"], z["z_test"])[1]
-        mse = _fit_score(cfg, z["mse_train"], z["mse_test"])[1]
     with np.load(finetuned) as f:
         clusters = f[M.FINETUNED]
     if not len(ids) == len(clusters) == len(z_score):
