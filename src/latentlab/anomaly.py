@@ -17,11 +17,11 @@ from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
+from latentlab.config import ANOMALY_PROTOCOLS as PROTOCOLS
+from latentlab.config import ANOMALY_SCORES as SCORES
+from latentlab.config import RECON_ERRORS, THRESHOLDS
 from latentlab.errors import ConfigError
 
-RECON_ERRORS = ("mse", "max", "ssim")
-SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis")
-THRESHOLDS = ("percentile", "fpr")
 
 
 def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, kind: str = "mse") -> np.ndarray:
@@ -224,7 +224,6 @@ def unbalanced_metrics(is_anomaly: np.ndarray, scores: np.ndarray, threshold: fl
     return out
 
 
-PROTOCOLS = ("one_class", "leave_out", "unsupervised")
 UNKNOWN = -1  # is_anomaly under the unsupervised protocol: no labels say which test samples are anomalies
 # Fewer normal training images than this cannot train an autoencoder, hold out
 # validation images and set a threshold with any meaning.

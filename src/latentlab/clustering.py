@@ -18,10 +18,9 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from latentlab.config import ALGORITHMS, MANIFOLDS, SELECT_K
 from latentlab.errors import ConfigError
 
-MANIFOLDS = ("none", "umap")
-ALGORITHMS = ("kmeans", "gmm")
 
 
 def make_manifold(umap: Mapping[str, Any], seed: int):
@@ -72,7 +71,6 @@ class Clustering(NamedTuple):
     k_scores: dict[int, float] | None = None  # with select_k: the criterion's value for each k tried
 
 
-SELECT_K = ("silhouette", "davies_bouldin", "calinski_harabasz")
 
 
 def select_k(xt: np.ndarray, make, k_range: tuple[int, int], criterion: str, seed: int) -> tuple[int, dict]:

@@ -22,6 +22,20 @@ MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoen
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
 PROTOCOLS = ("all", "train_test")
 TASKS = ("cluster", "anomaly")
+# Choices the torch-side modules act on, named here so that validating a config (every
+# stage does, first) does not import torch: the cluster stage never needs it.
+ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "LeakyReLU", "tanh": "Tanh",
+               "silu": "SiLU"}  # config name -> torch.nn class
+FINETUNE_CLASSIFIERS = ("auto", "encoder", "conv")
+FINETUNE_LABELS = ("reliable", "consensus", "pixels")
+FINETUNE_SCHEDULES = ("cosine", "onecycle")
+MANIFOLDS = ("none", "umap")
+ALGORITHMS = ("kmeans", "gmm")
+SELECT_K = ("silhouette", "davies_bouldin", "calinski_harabasz")
+ANOMALY_PROTOCOLS = ("one_class", "leave_out", "unsupervised")
+RECON_ERRORS = ("mse", "max", "ssim")
+ANOMALY_SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis")
+THRESHOLDS = ("percentile", "fpr")
 # Flattened input size and classes of each built-in dataset, to check PCA sizes and
 # anomaly classes before any work.
 INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
@@ -175,8 +189,6 @@ def _validate_source(cfg, name: str) -> None:
 
 
 def _validate_anomaly(cfg, dataset: str) -> None:
-    from latentlab.anomaly import PROTOCOLS as ANOMALY_PROTOCOLS
-    from latentlab.anomaly import RECON_ERRORS, SCORES, THRESHOLDS
 
     protocol = _choice(cfg, "anomaly.protocol", ANOMALY_PROTOCOLS)
     if protocol == "unsupervised":
@@ -196,7 +208,7 @@ def _validate_anomaly(cfg, dataset: str) -> None:
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
     _choice(cfg, "anomaly.error", RECON_ERRORS)
-    _choice(cfg, "anomaly.score", SCORES)
+    _choice(cfg, "anomaly.score", ANOMALY_SCORES)
     _int(cfg, "anomaly.k", 1, 1000)
     _choice(cfg, "anomaly.threshold", THRESHOLDS)
     _float(cfg, "anomaly.target_fpr", 0.0, 1.0, lo_open=True, hi_open=True)
@@ -206,7 +218,6 @@ def _validate_anomaly(cfg, dataset: str) -> None:
 
 
 def _validate_manifold(cfg) -> None:
-    from latentlab.clustering import ALGORITHMS, MANIFOLDS
 
     _choice(cfg, "cluster.manifold", MANIFOLDS)
     _int(cfg, "cluster.umap.n_components", 1, 100)
@@ -216,7 +227,6 @@ def _validate_manifold(cfg) -> None:
     _choice(cfg, "cluster.algorithm", ALGORITHMS)
     _choice(cfg, "cluster.covariance_type", ("full", "tied", "diag", "spherical"))
     _int(cfg, "cluster.minibatch_above", 1)
-    from latentlab.clustering import SELECT_K
 
     if _get(cfg, "cluster.select_k") is not None:
         _choice(cfg, "cluster.select_k", SELECT_K)
@@ -232,7 +242,6 @@ def _validate_manifold(cfg) -> None:
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError naming the first invalid key and its value."""
     from latentlab.data import DATASETS
-    from latentlab.models import ACTIVATIONS
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -288,12 +297,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if isinstance(pca, float) and not 0.0 < pca < 1.0:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
     _validate_manifold(cfg)
-    from latentlab.finetune import CLASSIFIERS, LABELS, SCHEDULES
-
     _int(cfg, "finetune.rounds", 0, 20)
-    _choice(cfg, "finetune.classifier", CLASSIFIERS)
-    _choice(cfg, "finetune.labels", LABELS)
-    _choice(cfg, "finetune.lr_schedule", SCHEDULES)
+    _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
+    _choice(cfg, "finetune.labels", FINETUNE_LABELS)
+    _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)
     _int(cfg, "finetune.min_steps", 0)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from latentlab.config import FINETUNE_CLASSIFIERS as CLASSIFIERS
 from latentlab.errors import ConfigError
 from latentlab.models import Autoencoder, is_images, random_affine, to_float
 
@@ -98,11 +99,6 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-CLASSIFIERS = ("auto", "encoder", "conv")
-LABELS = ("reliable", "consensus", "pixels")
-SCHEDULES = ("cosine", "onecycle")
 
 
 class LitSelfLabel(pl.LightningModule):

@@ -13,10 +13,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from latentlab import config
 from latentlab import metric_names as M
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
-               "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS = {name: getattr(nn, cls) for name, cls in config.ACTIVATIONS.items()}
 
 
 class Autoencoder(nn.Module):

@@ -74,7 +74,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_size: int,
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
         lr_schedule: str = "constant", augment: dict[str, float] | None = None,
-        workdir: str | Path | None = None) -> FitResult:
+        workdir: str | Path | None = None, callbacks: list[Callback] | None = None) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
@@ -96,7 +96,7 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         history = History(Path(ckdir) / "history.json")
         best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
-        t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop],
+        t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop, *(callbacks or [])],
                        num_sanity_val_steps=0, **trainer)
         t.fit(lit, train_dl, val_dl)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
