@@ -223,3 +223,17 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
         [mlflow.MlflowClient().get_experiment_by_name("latentlab-anomaly").experiment_id])[0]
     assert run.info.run_name == "mnist-mlp-d10-leftout9-seed0"
     assert run.data.params["anomaly.train_contamination"] == "0.05"
+
+
+@pytest.mark.parametrize("shape", [(64, 1, 28, 28), (16, 3, 20, 24)])
+def test_ssim_gives_the_numbers_of_torchmetrics(shape):
+    from torchmetrics.functional.image import structural_similarity_index_measure as reference
+
+    from latentlab.anomaly import ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(shape, generator=g)
+    b = (a + 0.3 * torch.randn(shape, generator=g)).clamp(0, 1)
+    want = reference(b, a, data_range=1.0, reduction="none")
+    assert torch.allclose(ssim(b, a), want, atol=1e-5)
+    assert torch.allclose(ssim(a, a), torch.ones(shape[0]), atol=1e-6)

@@ -45,12 +45,25 @@ def test_n2d_is_deterministic_for_a_seed(blobs):
     assert np.array_equal(a, b)
 
 
-def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys):
+@pytest.mark.parametrize("assign_rest", ["neighbors", "transform"])
+def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys, assign_rest):
     x, y = blobs
-    p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000}
-    labels, _, pipe, _ = fit_predict(x, x, "sampled", **p)
+    p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000, "assign_rest": assign_rest}
+    labels, typ, pipe, _ = fit_predict(x, x, "sampled", **p)
     assert "on 1000x40" in capsys.readouterr().out
-    assert len(labels) == len(x) and cluster_accuracy(y, labels) > 0.99
+    assert len(labels) == len(x) == len(typ) and cluster_accuracy(y, labels) > 0.99
+    assert np.isfinite(typ).all()
+
+
+def test_neighbour_assignment_keeps_the_fitted_samples_own_labels(blobs):
+    x, _ = blobs
+    p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000, "seed": 3}
+    labels, typ, pipe, _ = fit_predict(x, x, "sampled", **p)
+    pick = np.sort(np.random.default_rng(3).choice(len(x), size=1000, replace=False))
+    xt = pipe[:-1].transform(x[pick])  # not the fit's own embedding, but the same clusters
+    assert adjusted_rand_score(labels[pick], pipe[-1].predict(xt)) > 0.99
+    with pytest.raises(ConfigError, match="cluster.assign_rest must be one of .*got 'nearest'"):
+        fit_predict(x, x, "bad", **{**p, "assign_rest": "nearest"})
 
 
 def test_kmeans_switches_to_minibatch_above_the_threshold(blobs):
@@ -74,6 +87,7 @@ def test_train_test_protocol_assigns_unseen_points(blobs):
     ("cluster.umap.min_dist=-0.1", "cluster.umap.min_dist must be a number in [0.0, 1.0], got -0.1"),
     ("cluster.covariance_type=round", "cluster.covariance_type must be one of"),
     ("cluster.max_fit=5", "cluster.max_fit=5 must be at least cluster.k=10"),
+    ("cluster.assign_rest=nearest", "cluster.assign_rest must be one of ['neighbors', 'transform'], got 'nearest'"),
     ("cluster=dbscan", "Could not find 'cluster/dbscan'"),
     ("train.augment.degrees=-5", "train.augment.degrees must be a number in [0.0, 180.0], got -5"),
     ("train.augment.translate=0.7", "train.augment.translate must be a number in [0.0, 0.5], got 0.7"),

@@ -18,7 +18,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentlab.config import ALGORITHMS, MANIFOLDS, SELECT_K
+from latentlab.config import ALGORITHMS, ASSIGN_REST, MANIFOLDS, SELECT_K
 from latentlab.errors import ConfigError
 
 
@@ -107,15 +107,47 @@ def assign(pipe: Pipeline, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, typicality(pipe[-1], xt, labels)
 
 
+ASSIGN_NEIGHBORS = 10
+
+
+def assign_by_neighbors(pre: Pipeline, x_fit: np.ndarray, fit_labels: np.ndarray, fit_typicality: np.ndarray,
+                        x_score: np.ndarray, fitted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, typicality) of x_score (M, D) from the fitted sample x_fit (S, D): the
+    majority label of each point's ``ASSIGN_NEIGHBORS`` nearest sample points in the
+    space after ``pre`` (scaling, PCA), and its nearest neighbour's typicality.
+    ``fitted``: the rows of x_score that are x_fit (sorted), which keep their own labels."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=min(ASSIGN_NEIGHBORS, len(x_fit)), n_jobs=-1).fit(pre.transform(x_fit))
+    k = int(fit_labels.max()) + 1
+    labels = np.empty(len(x_score), np.int64)
+    conf = np.empty(len(x_score), np.float32)
+    for start in range(0, len(x_score), 100_000):  # bounded memory for millions of points
+        idx = nn.kneighbors(pre.transform(x_score[start:start + 100_000]), return_distance=False)
+        votes = np.zeros((len(idx), k), np.int32)
+        np.add.at(votes, (np.arange(len(idx))[:, None], fit_labels[idx]), 1)
+        labels[start:start + len(idx)] = votes.argmax(1)  # ties: the lowest cluster id, deterministically
+        conf[start:start + len(idx)] = fit_typicality[idx[:, 0]]
+    if fitted is not None:
+        labels[fitted], conf[fitted] = fit_labels, fit_typicality
+    return labels, conf
+
+
 def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: int | None = None,
-                **params) -> Clustering:
+                assign_rest: str = "neighbors", **params) -> Clustering:
     """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing.
 
     When x_score is x_fit (the `all` protocol) the fit's own assignments are returned.
-    Above ``max_fit`` samples the pipeline is fitted on a seeded sample of that many and
-    assigns every point by ``predict`` (UMAP's ``transform`` for the rest): a UMAP graph
-    over millions of points would cost hours for no better clusters.
+    Above ``max_fit`` samples the pipeline is fitted on a seeded sample of that many: a
+    UMAP graph over millions of points would cost hours for no better clusters. The
+    points outside the sample are then placed by ``assign_rest``: ``neighbors`` (a vote
+    of their ``ASSIGN_NEIGHBORS`` nearest fitted points, in the space UMAP receives; the
+    sample keeps its own labels) or ``transform`` (UMAP's transform, then the clusterer's
+    predict: about 25x slower, measured in bench/scaling.py). Without UMAP every
+    point is assigned by the fitted clusterer, which is exact and cheap.
     """
+    if assign_rest not in ASSIGN_REST:
+        raise ConfigError(f"cluster.assign_rest must be one of {list(ASSIGN_REST)}, got {assign_rest!r}")
     criterion, k_range = params.pop("select_k", None), params.pop("k_range", None)
     k = params["k"] if criterion is None else k_range[0]
     if len(x_fit) < k:
@@ -124,10 +156,13 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     if isinstance(pca, int) and pca > min(x_fit.shape):
         raise ConfigError(f"PCA components {pca} for {name} exceed the data's dimension "
                           f"{x_fit.shape[1]} (or sample count {x_fit.shape[0]})")
-    same = x_score is x_fit
+    same, pick = x_score is x_fit, None
     if max_fit is not None and len(x_fit) > max_fit:
         pick = np.sort(np.random.default_rng(params["seed"]).choice(len(x_fit), size=max_fit, replace=False))
-        x_fit, same = x_fit[pick], False
+        x_fit = x_fit[pick]
+        if not same:
+            pick = None  # the scored points are other points: none of them was fitted
+        same = False
     steps = [s for s, on in (("standardised", params.get("standardize")), (f"PCA {pca}", pca is not None),
                              ("UMAP", params.get("manifold") == "umap")) if on]
     print(f"  {name}: fitting {' + '.join(steps + [params.get('algorithm', 'kmeans')])} on "
@@ -149,6 +184,9 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
         labels = last.fit_predict(xt_fit).astype(np.int64)
         if same:
             conf = typicality(last, xt_fit, labels)
+        elif params.get("manifold") == "umap" and assign_rest == "neighbors":
+            labels, conf = assign_by_neighbors(pipe[:-2], x_fit, labels, typicality(last, xt_fit, labels),
+                                               x_score, pick)
         else:
             labels, conf = assign(pipe, x_score)
         print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s", flush=True)
@@ -159,6 +197,11 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
         xt = pipe[:-1].fit_transform(x_fit)
         labels = last.fit_predict(xt).astype(np.int64)
         conf = typicality(last, xt, labels)
+    elif params.get("manifold") == "umap" and assign_rest == "neighbors":
+        xt = pipe[:-1].fit_transform(x_fit)
+        fit_labels = last.fit_predict(xt).astype(np.int64)
+        labels, conf = assign_by_neighbors(pipe[:-2], x_fit, fit_labels, typicality(last, xt, fit_labels),
+                                           x_score, pick)
     else:
         pipe.fit(x_fit)
         labels, conf = assign(pipe, x_score)
@@ -171,7 +214,7 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
 def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The keyword arguments of ``fit_predict`` from the ``cluster`` config node."""
     keys = ("k", "n_init", "max_iter", "standardize", "pca", "manifold", "umap", "algorithm",
-            "covariance_type", "minibatch_above", "max_fit", "select_k", "k_range")
+            "covariance_type", "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range")
     return {**{key: cluster[key] for key in keys}, "seed": seed}
 
 

@@ -32,6 +32,7 @@ FINETUNE_SCHEDULES = ("cosine", "onecycle")
 MANIFOLDS = ("none", "umap")
 ALGORITHMS = ("kmeans", "gmm")
 SELECT_K = ("silhouette", "davies_bouldin", "calinski_harabasz")
+ASSIGN_REST = ("neighbors", "transform")
 ANOMALY_PROTOCOLS = ("one_class", "leave_out", "unsupervised")
 RECON_ERRORS = ("mse", "max", "ssim")
 ANOMALY_SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis")
@@ -234,6 +235,7 @@ def _validate_manifold(cfg) -> None:
     if not (isinstance(kr, (list, tuple, ListConfig)) and len(kr) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in kr) and 2 <= kr[0] <= kr[1]):
         raise ConfigError(f"cluster.k_range must be [lo, hi] with 2 <= lo <= hi, got {kr!r}")
+    _choice(cfg, "cluster.assign_rest", ASSIGN_REST)
     max_fit = _int(cfg, "cluster.max_fit", 1)
     if max_fit < _get(cfg, "cluster.k"):
         raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")
