@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro test test-slow params bench clean
+.PHONY: uv repro test test-slow params bench benchmarks clean
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -30,3 +30,14 @@ params: uv
 # Full-MNIST benchmark of the default pipeline: stage times, peak memory, scores.
 bench: uv
 	$(RUN) python bench/full_mnist.py
+
+# Every performance benchmark, one after the other (never two at once: they share 2 cores),
+# then BENCHMARKS.md rewritten from their results (about 75 minutes; MNIST from the
+# mirror when LATENTLAB_DATA_MIRROR is set).
+benchmarks: uv
+	$(RUN) python bench/throughput.py --profile
+	$(RUN) python bench/fixes.py
+	$(RUN) python bench/startup.py
+	$(RUN) python bench/scaling.py
+	$(RUN) python bench/full_mnist.py --seeds 0 --change cluster.standardize=true --tag default
+	$(RUN) python bench/report.py

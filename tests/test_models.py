@@ -75,3 +75,17 @@ def test_augmented_training_runs_and_is_deterministic(tmp_path, tiny_cfg):
                          batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
                          seed=3, workdir=tmp_path).history
     assert runs[0] == runs[1] and runs[0] != plain
+
+
+def test_a_checkpoint_naming_a_foreign_class_is_refused_before_anything_runs(tmp_path):
+    """weights_only stops pickled code; the hyperparameters' `_target_` must not be a way around it."""
+    from latentlab.errors import ConfigError
+
+    marker = tmp_path / "pwned"
+    evil = {"hyper_parameters": {"model": {"_target_": "os.system", "command": f"touch {marker}"},
+                                 "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True},
+                                 "input_shape": [1, 28, 28]}, "state_dict": {}}
+    torch.save(evil, tmp_path / "model.pt")
+    with pytest.raises(ConfigError, match="model._target_ must be one of .* got 'os.system'"):
+        training.load(tmp_path / "model.pt")
+    assert not marker.exists()

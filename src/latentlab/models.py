@@ -150,6 +150,13 @@ class LitAutoencoder(pl.LightningModule):
         super().__init__()
         from hydra.utils import instantiate
 
+        # A checkpoint carries these dicts: naming any other class would run its code on load.
+        for node, allowed in (("model", config.MODELS), ("optimizer", config.OPTIMIZERS)):
+            target = locals()[node].get("_target_")
+            if target not in allowed:
+                from latentlab.errors import ConfigError
+
+                raise ConfigError(f"{node}._target_ must be one of {list(allowed)}, got {target!r}")
         self.save_hyperparameters()
         self.net: Autoencoder = instantiate(model, input_shape=tuple(input_shape))
         self._optimizer = instantiate(optimizer)

@@ -15,7 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from latentlab import metric_names as M
@@ -54,6 +54,28 @@ class History(Callback):
         return saved["rows"], saved["world_size"]
 
 
+class _Rows(Dataset):
+    """Indexed by a whole batch of row numbers: one gather per batch, where a
+    TensorDataset makes 256 single-row lookups and a collate (the profile's finding)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, rows: list[int]) -> tuple[torch.Tensor]:
+        return (self.x[rows],)
+
+
+def batches(x: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+    """Batches (x[rows],) of an in-memory tensor (N, ...), the same rows in the same
+    order as ``DataLoader(TensorDataset(x), batch_size, shuffle)`` draws them (the order
+    comes from the global torch RNG either way)."""
+    order = RandomSampler(x) if shuffle else SequentialSampler(x)
+    return DataLoader(_Rows(x), sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
+
+
 @dataclass
 class FitResult:
     net: Autoencoder
@@ -86,8 +108,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     pl.seed_everything(seed, workers=True, verbose=False)
     tr, va = split_indices(len(x), val_fraction, seed)
     data = torch.from_numpy(np.ascontiguousarray(x))
-    train_dl = DataLoader(TensorDataset(data[tr]), batch_size=batch_size, shuffle=True)
-    val_dl = DataLoader(TensorDataset(data[va]), batch_size=max(batch_size, 1024))
+    train_dl = batches(data[tr], batch_size, shuffle=True)
+    val_dl = batches(data[va], max(batch_size, 1024), shuffle=False)
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
                          lr_schedule=lr_schedule, max_epochs=max_epochs, augment=augment)
     if workdir is not None:
