@@ -11,3 +11,11 @@ class ConfigError(LatentlabError, ValueError):
 
 class DataError(LatentlabError):
     """A dataset file is missing, corrupt, or cannot be obtained."""
+
+
+class TrackingError(LatentlabError):
+    """The MLflow tracking server cannot be reached, before or during a run."""
+
+
+class OutputError(LatentlabError):
+    """An output cannot be written: a read-only or missing folder, a full disk."""

@@ -7,6 +7,7 @@ outputs atomically and returns a one-line summary of what it wrote.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from latentlab import metric_names as M
-from latentlab.errors import LatentlabError
+from latentlab.errors import LatentlabError, OutputError
 
 
 def _savez(path: Path, **arrays: np.ndarray) -> None:
@@ -56,15 +57,17 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
 
 def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images",
          augment: Mapping[str, float] | None = None) -> str:
-    from latentlab import training
+    from latentlab import tracking, training
 
+    tracking.check_server()  # the run is logged at the end: an unreachable server fails now, not then
     t = cfg["train"]
     result = training.fit(x, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                           batch_size=t["batch_size"], max_epochs=t["max_epochs"],
                           val_fraction=t["val_fraction"], patience=t["patience"],
                           min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], augment=augment,
-                          seed=cfg["seed"],
-                          workdir=model_out.parent)
+                          seed=cfg["seed"], workdir=model_out.parent,
+                          # Beside the outputs, never one of them: a killed run resumes from here.
+                          resume_dir=model_out.parent / ".resume")
     training.save(result, model_out)
     training.write_history(result.history, history_out)
     procs = f" in {result.world_size} processes" if result.world_size > 1 else ""
@@ -259,6 +262,8 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     from latentlab.data import Prepared
     from latentlab.models import to_float
 
+    tracking.check_server()
+
     ds = Prepared.load(data)
     _, _, x_score, y = ds.split(cfg["protocol"])
     labels: dict[str, np.ndarray] = {}
@@ -407,6 +412,8 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     from latentlab.anomaly import UNKNOWN, anomaly_metrics, unbalanced_indices, unbalanced_metrics
     from latentlab.data import Prepared
 
+    tracking.check_server()
+
     a = cfg["anomaly"]
     with np.load(scores) as f:
         s, val_s, is_anom, y = f["scores"], f["val_scores"], f["is_anomaly"], f["y"]
@@ -530,15 +537,52 @@ def timed(stage: Callable[..., str], cfg: Mapping[str, Any], *args: Any, **kwarg
     return summary
 
 
+def outputs(stage: Callable[..., str], *args: Any, **kwargs: Any) -> list[tuple[str, Path]]:
+    """The (parameter, path) pairs a stage writes: parameters named out, *_out or *_dir."""
+    import inspect
+
+    bound = inspect.signature(stage).bind_partial(None, *args, **kwargs).arguments
+    return [(name, Path(v)) for name, v in bound.items()
+            if isinstance(v, (str, Path)) and (name == "out" or name.endswith(("_out", "_dir")))]
+
+
+def check_writable(stage: Callable[..., str], *args: Any, **kwargs: Any) -> None:
+    """Every output folder exists (or can be made) and takes a file, before any work."""
+    for name, path in outputs(stage, *args, **kwargs):
+        folder = path if name.endswith("_dir") else path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            raise OutputError(f"cannot write {path} ({name}): {err.strerror or err} in {folder}; "
+                              "make the folder writable (or free space) and run again; nothing was run") from None
+
+
+# What a full disk, a read-only or missing folder look like from Python.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
 def run(stage: Callable[..., str], *args: Any, params: str | Path = "params.yaml", **kwargs: Any) -> None:
     """Run a stage from the command line on validated ``params.yaml``.
 
-    A user error (bad config, bad data) is one clear line on stderr and exit code 2.
+    A user error (bad config, bad data, an output folder it cannot write, a full disk,
+    an unreachable tracking server) is one clear line on stderr and exit code 2. Outputs
+    are written atomically, so a failed stage leaves none behind.
     """
     from latentlab.config import load_params
 
     try:
-        timed(stage, load_params(params), *args, **kwargs)
+        cfg = load_params(params)
+        check_writable(stage, *args, **kwargs)
+        timed(stage, cfg, *args, **kwargs)
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: [{stage.__name__}] could not write{where}: {err.strerror or err}. No output of this stage "
+              "was left behind (each is written to a temporary file first); free space or fix the folder's "
+              "permissions and run again", file=sys.stderr)
         raise SystemExit(2) from None

@@ -67,6 +67,7 @@ def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: 
     ends FAILED, with the error as a tag, if any stage raises. Returns metrics.json.
     """
     validate(cfg)
+    tracking.check_server()
     task = cfg["task"]
     out = Path(workdir)
     run_id = tracking.open_run(cfg, task=task, parent_run_id=parent_run_id, tags=tags)
@@ -88,7 +89,7 @@ def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: s
     assignments = out / "cluster" / "assignments.npz"
     # What the baselines read of `cluster` (dvc.yaml lists the same keys for the stage).
     km = {k: cfg["cluster"][k] for k in ("k", "n_init", "max_iter", "umap", "algorithm", "covariance_type",
-                                         "minibatch_above", "max_fit", "select_k", "k_range")}
+                                         "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range")}
     base_key = _key(dkey, cfg["seed"], cfg["protocol"], km, cfg["baselines"])
     baselines = _cached(cache / f"baselines-{base_key}.npz", lambda p: stages.timed(stages.baselines, cfg, data, p))
     stages.timed(stages.train, cfg, data, model, history)

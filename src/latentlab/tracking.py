@@ -20,6 +20,7 @@ import numpy as np
 
 from latentlab import metric_names as M
 from latentlab.config import project_root
+from latentlab.errors import TrackingError
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
@@ -152,6 +153,31 @@ def ensure_experiment(name: str, root: Path, task: str = "cluster") -> str:
     return mlflow.create_experiment(name, artifact_location=location, tags=_ui_tags(task))
 
 
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_server(root: str | Path | None = None, timeout: float = 5.0) -> None:
+    """Before any long work: a tracking server that does not answer is a clear error now,
+    not a stack of retries after training. Local stores (sqlite, files) need no check."""
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri(root)
+    if not is_remote(uri):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers (a proxy without /health, an auth wall): MLflow will say more
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"the MLflow tracking server {uri} ({TRACKING_ENV}) is unreachable: {reason}. Start it "
+            f"(`mlflow server --host 127.0.0.1 ...`), or unset {TRACKING_ENV} to log to the project's "
+            "own sqlite store; nothing was run") from None
+
+
 def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: list[dict[str, float]],
             metrics: Mapping[str, float], artifacts: list[Path], model, example: np.ndarray,
             tags: Mapping[str, str], root: Path | None = None, run_id: str | None = None,
@@ -162,9 +188,36 @@ def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: lis
     without it a new run is created in the task's experiment.
     """
     root = project_root(root)
-    with store_lock(tracking_uri(root)):
-        return _log_run(cfg=cfg, run_name=run_name, history=history, metrics=metrics, artifacts=artifacts,
-                        model=model, example=example, tags=tags, root=root, run_id=run_id, task=task)
+    uri = tracking_uri(root)
+    with store_lock(uri):
+        try:
+            if run_id is None:
+                run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True)
+            return _log_run(cfg=cfg, history=history, metrics=metrics, artifacts=artifacts,
+                            model=model, example=example, tags=tags, root=root, run_id=run_id)
+        except Exception as err:
+            if not is_remote(uri) or not _connection_lost(err):
+                raise
+            which = f"run {run_id} is incomplete (RUNNING, some metrics or artifacts missing)" if run_id \
+                else "no run was created"
+            raise TrackingError(
+                f"lost the MLflow tracking server {uri} while logging: {type(err).__name__}: "
+                f"{str(err)[:300]}. The pipeline's own outputs are complete on disk; {which}. When the "
+                "server is back, `dvc repro` re-runs only this stage and logs a complete run") from err
+
+
+def _connection_lost(err: BaseException) -> bool:
+    """Whether err (or what caused it) is the server not answering, not a bad request."""
+    import requests
+
+    while err is not None:
+        if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+            return True
+        text = str(err)
+        if "Max retries exceeded" in text or "Connection refused" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _base_tags() -> dict[str, str]:
@@ -176,13 +229,11 @@ def _base_tags() -> dict[str, str]:
     return tags
 
 
-def _log_run(*, cfg, run_name, history, metrics, artifacts, model, example, tags, root, run_id, task) -> str:
+def _log_run(*, cfg, history, metrics, artifacts, model, example, tags, root, run_id) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri(root))
-    if run_id is None:
-        run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.set_tags(dict(tags))
         client = mlflow.MlflowClient()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from latentlab.models import Autoencoder, LitAutoencoder, per_sample_mse, to_flo
 
 # Data is an in-memory tensor: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# A resumed run's checkpoint folder holds the killed run's checkpoints, on purpose.
+warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
 
 
 class History(Callback):
@@ -45,6 +51,13 @@ class History(Callback):
                               M.VAL_LOSS: float(m[M.VAL_LOSS])})
         if trainer.is_global_zero:
             self.path.write_text(json.dumps({"world_size": trainer.world_size, "rows": self.rows}))
+
+    # Saved in every checkpoint, so that a resumed run keeps the epochs before the crash.
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
 
     def read(self) -> tuple[list[dict[str, float]], int]:
         """(rows, world size) as rank zero saw them."""
@@ -96,7 +109,8 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_size: int,
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
         lr_schedule: str = "constant", augment: dict[str, float] | None = None,
-        workdir: str | Path | None = None, callbacks: list[Callback] | None = None) -> FitResult:
+        workdir: str | Path | None = None, callbacks: list[Callback] | None = None,
+        resume_dir: str | Path | None = None) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
@@ -104,6 +118,10 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     training batches (validation images are left as they are).
     ``trainer`` goes to Lightning's Trainer as is: ``strategy: ddp_spawn, devices: 2``
     trains in 2 processes (each sees half of every epoch; losses are averaged).
+    ``resume_dir``: checkpoints (the best and the last epoch's) are kept there instead of
+    in a temporary folder, with a fingerprint of the data and every argument; a run that
+    finds a ``last.ckpt`` of the same fingerprint (a killed run) resumes from it, any
+    other content is discarded. The folder is removed once training has finished.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     tr, va = split_indices(len(x), val_fraction, seed)
@@ -114,13 +132,17 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
                          lr_schedule=lr_schedule, max_epochs=max_epochs, augment=augment)
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as ckdir:
-        history = History(Path(ckdir) / "history.json")
-        best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1)
+    args = {"model": model, "optimizer": optimizer, "trainer": trainer, "batch_size": batch_size,
+            "max_epochs": max_epochs, "val_fraction": val_fraction, "patience": patience, "min_delta": min_delta,
+            "seed": seed, "lr_schedule": lr_schedule, "augment": augment}
+    with _checkpoint_dir(resume_dir, workdir, x, args) as (ckdir, resume_from):
+        history = History(ckdir / "history.json")
+        best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1,
+                               save_last=resume_dir is not None)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
         t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop, *(callbacks or [])],
                        num_sanity_val_steps=0, **trainer)
-        t.fit(lit, train_dl, val_dl)
+        t.fit(lit, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         lit.load_state_dict(state)
         rows, world_size = history.read()
@@ -128,6 +150,30 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     lit.net.eval()
     return FitResult(net=lit.net, hparams=dict(lit.hparams), history=rows, best_val_loss=best_row[M.VAL_LOSS],
                      best_epoch=int(best_row["epoch"]), world_size=world_size)
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(resume_dir: str | Path | None, workdir: str | Path | None, x: np.ndarray,
+                    args: dict[str, Any]) -> Iterator[tuple[Path, str | None]]:
+    """(folder for checkpoints, last.ckpt to resume from or None); see ``fit``."""
+    if resume_dir is None:
+        with tempfile.TemporaryDirectory(dir=workdir, prefix=".ckpt-") as tmp:
+            yield Path(tmp), None
+        return
+    folder = Path(resume_dir)
+    digest = hashlib.blake2b(np.ascontiguousarray(x).data, digest_size=16)
+    digest.update(json.dumps([list(x.shape), str(x.dtype), args], sort_keys=True, default=str).encode())
+    stamp, last = folder / "fingerprint", folder / "last.ckpt"
+    resume = last.exists() and stamp.exists() and stamp.read_text() == digest.hexdigest()
+    if resume:
+        epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        print(f"resuming from {last}: {epoch + 1} epochs done before the previous run stopped", flush=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        stamp.write_text(digest.hexdigest())
+    yield folder, str(last) if resume else None
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def save(result: FitResult, path: str | Path) -> None:
