@@ -269,8 +269,15 @@ def _parse_idx(cls, root: Path, train: bool, raw: Path) -> tuple[np.ndarray, np.
         raise DataError(f"could not parse the IDX files in {raw}: {err!r}; expected the original "
                         f"{cls.__name__} files") from err
     x, y = ds.data.numpy(), ds.targets.numpy().astype(np.int64)
+    split = "train" if train else "t10k"
     if x.ndim != 3 or len(x) != len(y):
-        raise DataError(f"{raw}: {len(x)} images of shape {x.shape[1:]} but {len(y)} labels")
+        raise DataError(f"{raw}: {split} has {len(x)} images of shape {x.shape[1:]} but {len(y)} labels; "
+                        f"expected one label per image in the original {cls.__name__} files")
+    n_classes = len(cls.classes)
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
+    if len(bad):
+        raise DataError(f"{raw}: {split} label {int(y[bad[0]])} at index {int(bad[0])} ({len(bad)} such) is "
+                        f"outside {cls.__name__}'s classes 0..{n_classes - 1}")
     return x[:, None], y
 
 
