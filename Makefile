@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro test test-slow params bench benchmarks clean
+.PHONY: uv repro test test-slow test-faults params bench benchmarks clean
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -22,6 +22,13 @@ test: uv
 # The long checks, marked `slow`.
 test-slow: uv
 	$(RUN) pytest -m slow
+
+# What the project promises under faults, for real (slow ones included, about 12 min):
+# SIGKILL mid-training and resume, unreachable and lost tracking servers, an unwritable
+# folder, a full disk, malformed configs and dataset files (hypothesis), 20 jobs at once
+# against one `mlflow server`, the same metrics twice.
+test-faults: uv
+	$(RUN) pytest -m faults
 
 # Rewrite params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: uv

@@ -76,3 +76,32 @@ def test_parallel_sweep_logs_to_a_tracking_server(server, tmp_path):
 
     assert tuple(model(torch.rand(3, 1, 28, 28)).shape) == (3, 1, 28, 28)
     assert "summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+# Light jobs: the load is on the server (20 runs opened, logged and closed at once), not the CPU.
+LOAD = [*TINY_SWEEP, "data.max_train=500", "data.max_test=200", "train.max_epochs=1", "cluster=kmeans",
+        "finetune.rounds=0", "tracking.experiment=load20"]
+
+
+@pytest.mark.slow  # 20 jobs, 4 at a time, on 2 cores: about 5 min
+@pytest.mark.faults
+def test_a_20_job_parallel_sweep_against_one_server_loses_no_run_and_no_metric(server, tmp_path):
+    import mlflow
+
+    url, _ = server
+    latentlab(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *LOAD,
+              "model.latent_dim=2,3,4,5,6", "seed=0,1,2,3", uri=url)
+    client = mlflow.MlflowClient(url)
+    exp = client.get_experiment_by_name("load20")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent = [r for r in runs if r.data.tags.get("latentlab.sweep") == "parent"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    combos = {(r.data.params["model.latent_dim"], r.data.params["seed"]) for r in children}
+    assert len(children) == 20 and len(combos) == 20
+    want = {f"{m}/{k}" for m in ("autoencoder", "finetuned", "raw_kmeans") for k in ("acc", "nmi", "ari")}
+    for r in children:
+        assert r.info.status == "FINISHED", r.data.tags.get("error")
+        assert want <= set(r.data.metrics), want - set(r.data.metrics)
+        history = client.get_metric_history(r.info.run_id, "val/recon_loss")
+        assert len(history) == 1  # one epoch, logged once
