@@ -50,8 +50,11 @@ STAGES = [
      "from latentlab import clustering, config, stages\nconfig.load_params('params.yaml')"),
     ("train stage start-up (imports + params)",
      "from latentlab import config, stages, training\nconfig.load_params('params.yaml')"),
+    ("embed stage start-up (imports + params)",
+     "from latentlab import config, models, stages\nconfig.load_params('params.yaml')"),
     ("evaluate stage start-up (imports + params)",
-     "from latentlab import config, metrics, plots, stages, tracking\nimport mlflow\nconfig.load_params('params.yaml')"),
+     "from latentlab import config, history, metrics, models, plots, stages, tracking\nimport mlflow\n"
+     "config.load_params('params.yaml')"),
 ]
 MLFLOW = """
 import mlflow

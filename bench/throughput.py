@@ -37,7 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from latentlab import training
 from latentlab.config import compose
-from latentlab.models import LitAutoencoder, random_affine, to_float
+from latentlab.models import random_affine, to_float
+from latentlab.training import LitAutoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 

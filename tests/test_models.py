@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentlab import training
+from latentlab import models, training
 from latentlab.models import ConvAutoencoder, MLPAutoencoder
 
 
@@ -31,9 +31,9 @@ def test_fit_save_load_encode_round_trip(tmp_path, tiny_cfg):
     assert len(result.history) == 2
     assert result.best_val_loss == min(r["val/recon_loss"] for r in result.history)
     training.save(result, tmp_path / "model.pt")
-    back = training.load(tmp_path / "model.pt")
-    z1, e1 = training.encode(result.net, x)
-    z2, e2 = training.encode(back, x)
+    back = models.load(tmp_path / "model.pt")
+    z1, e1 = models.encode(result.net, x)
+    z2, e2 = models.encode(back, x)
     assert z1.shape == (300, 3) and e1.shape == (300,)
     np.testing.assert_array_equal(z1, z2)
     np.testing.assert_array_equal(e1, e2)
@@ -87,5 +87,5 @@ def test_a_checkpoint_naming_a_foreign_class_is_refused_before_anything_runs(tmp
                                  "input_shape": [1, 28, 28]}, "state_dict": {}}
     torch.save(evil, tmp_path / "model.pt")
     with pytest.raises(ConfigError, match="model._target_ must be one of .* got 'os.system'"):
-        training.load(tmp_path / "model.pt")
+        models.load(tmp_path / "model.pt")
     assert not marker.exists()

@@ -100,7 +100,7 @@ def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: P
 def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, model: Path, classifier: Path,
             summary: Path) -> str:
     """Assignments, latents and anomaly scores of a new file (same format as data.path)."""
-    from latentlab import finetune, training
+    from latentlab import finetune, models
     from latentlab.data import Prepared
 
     if cfg["finetune"]["rounds"] == 0:
@@ -109,7 +109,7 @@ def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, 
     meta = Prepared.load(data).meta
     info = json.loads(Path(summary).read_text())
     x, ids = _read_like_training(cfg, meta, Path(input_path))
-    z, mse = training.encode(training.load(model), x, desc="encoding")
+    z, mse = models.encode(models.load(model), x, desc="encoding")
     clusters = finetune.predict_proba(finetune.load(classifier), x).argmax(1)
     df = table(ids, clusters, z, mse, info["threshold"])
     write(df, Path(out))

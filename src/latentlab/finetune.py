@@ -246,7 +246,7 @@ def save(result: SelfLabelResult, ae_model: str | Path, path: str | Path) -> Non
 
 def load(path: str | Path) -> nn.Module:
     """The saved classifier in eval mode (weights_only: no code runs on load)."""
-    from latentlab.models import LitAutoencoder
+    from latentlab.models import build
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt["state_dict"] is None:
@@ -255,8 +255,7 @@ def load(path: str | Path) -> nn.Module:
         net: nn.Module = ConvNet(tuple(ckpt["input_shape"]), ckpt["k"])
     else:
         hp = ckpt["autoencoder_hparams"]
-        ae = LitAutoencoder(model=hp["model"], optimizer=hp["optimizer"],
-                            input_shape=tuple(hp["input_shape"])).net
+        ae = build(hp["model"], tuple(hp["input_shape"]))
         net = Classifier(ae.encoder, ckpt["latent_dim"], ckpt["k"])
     net.load_state_dict(ckpt["state_dict"])
     return net.eval()

@@ -1,4 +1,7 @@
-"""Autoencoders: the networks (plain ``nn.Module``) and their Lightning training logic.
+"""Autoencoders: the networks (plain ``nn.Module``), building them from a config, loading
+a saved one and encoding with it. No Lightning here: stages that only use a trained
+model (embed, export, evaluate, anomaly scoring) start ~10 s faster without it
+(BENCHMARKS.md); the training logic is in ``training``.
 
 Shapes: images enter as float tensors in [0, 1] of shape (N, C, H, W); latents are
 (N, latent_dim); reconstructions have the input's shape.
@@ -9,12 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from latentlab import config
-from latentlab import metric_names as M
 
 ACTIVATIONS = {name: getattr(nn, cls) for name, cls in config.ACTIVATIONS.items()}
 
@@ -137,58 +138,40 @@ def per_sample_mse(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (recon - x).pow(2).flatten(1).mean(1)
 
 
-class LitAutoencoder(pl.LightningModule):
-    """Trains any ``Autoencoder`` on reconstruction MSE.
+def build(model: dict[str, Any], input_shape: tuple[int, ...]) -> Autoencoder:
+    """The network a ``model`` config node (or a checkpoint's copy of it) describes.
+    A checkpoint carries that node: naming any class but the documented ones would run
+    its code on load, so ``_target_`` is checked first."""
+    from hydra.utils import instantiate
 
-    ``model`` and ``optimizer`` are plain dicts with a Hydra ``_target_``, saved as
-    hyperparameters so that a checkpoint rebuilds itself without the config files.
-    """
+    target = model.get("_target_")
+    if target not in config.MODELS:
+        from latentlab.errors import ConfigError
 
-    def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
-                 input_shape: tuple[int, int, int], lr_schedule: str = "constant",
-                 max_epochs: int = 1, augment: dict[str, float] | None = None) -> None:
-        super().__init__()
-        from hydra.utils import instantiate
+        raise ConfigError(f"model._target_ must be one of {list(config.MODELS)}, got {target!r}")
+    return instantiate(model, input_shape=tuple(input_shape))
 
-        # A checkpoint carries these dicts: naming any other class would run its code on load.
-        for node, allowed in (("model", config.MODELS), ("optimizer", config.OPTIMIZERS)):
-            target = locals()[node].get("_target_")
-            if target not in allowed:
-                from latentlab.errors import ConfigError
 
-                raise ConfigError(f"{node}._target_ must be one of {list(allowed)}, got {target!r}")
-        self.save_hyperparameters()
-        self.net: Autoencoder = instantiate(model, input_shape=tuple(input_shape))
-        self._optimizer = instantiate(optimizer)
+def load(path) -> Autoencoder:
+    """Rebuild a saved autoencoder in eval mode (weights_only: no code runs on load)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    net = build(hp["model"], tuple(hp["input_shape"]))
+    net.load_state_dict(ckpt["state_dict"])
+    return net.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
-        x = to_float(batch[0])
-        aug = self.hparams.augment
-        if stage == "train" and aug and is_images(x) and (aug["degrees"] > 0 or aug["translate"] > 0):
-            # The model reconstructs the shifted/rotated image: its code must not hinge on
-            # the exact position of a stroke (ASPC-DA's pretraining).
-            x = random_affine(x, aug["degrees"], aug["translate"])
-        loss = nn.functional.mse_loss(self.net(x), x)
-        self.log(M.recon_loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(x), sync_dist=True)
-        return loss
+@torch.inference_mode()
+def encode(net: Autoencoder, x, batch_size: int = 2048, desc: str = "encoding"):
+    """uint8 images (N, C, H, W) -> latents (N, d) float32 and per-sample MSE (N,)."""
+    import numpy as np
+    from tqdm.auto import tqdm
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        return self._step(batch, "test")
-
-    def configure_optimizers(self):
-        opt = self._optimizer(self.parameters())
-        if self.hparams.lr_schedule == "cosine":
-            # Decays to zero at max_epochs: most of a long run's benefit in a short budget.
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.max_epochs)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        return opt
+    net.eval()
+    zs, errs = [], []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False):
+        xb = to_float(torch.from_numpy(x[i:i + batch_size]))
+        z = net.encode(xb)
+        zs.append(z.numpy())
+        errs.append(per_sample_mse(xb, net.decode(z)).numpy())
+    return np.concatenate(zs).astype(np.float32), np.concatenate(errs).astype(np.float32)

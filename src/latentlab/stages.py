@@ -57,7 +57,7 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
 
 def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, what: str = "images",
          augment: Mapping[str, float] | None = None) -> str:
-    from latentlab import tracking, training
+    from latentlab import history, tracking, training
 
     tracking.check_server()  # the run is logged at the end: an unreachable server fails now, not then
     t = cfg["train"]
@@ -69,7 +69,7 @@ def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Pa
                           # Beside the outputs, never one of them: a killed run resumes from here.
                           resume_dir=model_out.parent / ".resume")
     training.save(result, model_out)
-    training.write_history(result.history, history_out)
+    history.write(result.history, history_out)
     procs = f" in {result.world_size} processes" if result.world_size > 1 else ""
     return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x)} {what}{procs}, "
             f"best {M.VAL_LOSS} {result.best_val_loss:.5f} at epoch {result.best_epoch}")
@@ -89,13 +89,13 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
 
 
 def embed(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
-    from latentlab import training
+    from latentlab import models
     from latentlab.data import Prepared
 
     ds = Prepared.load(data)
-    net = training.load(model)
-    z_train, mse_train = training.encode(net, ds.x_train, desc="encoding train")
-    z_test, mse_test = training.encode(net, ds.x_test, desc="encoding test")
+    net = models.load(model)
+    z_train, mse_train = models.encode(net, ds.x_train, desc="encoding train")
+    z_test, mse_test = models.encode(net, ds.x_test, desc="encoding test")
     _savez(out, z_train=z_train, mse_train=mse_train, z_test=z_test, mse_test=mse_test)
     return (f"wrote {out}: latents {z_train.shape[1]}-d for {len(z_train)} + {len(z_test)} samples, "
             f"mean reconstruction MSE train {mse_train.mean():.5f} / test {mse_test.mean():.5f}")
@@ -138,7 +138,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     from sklearn.neighbors import NearestNeighbors
 
     from latentlab import finetune as ft
-    from latentlab import training
+    from latentlab import models
     from latentlab.data import Prepared
 
     f = cfg["finetune"]
@@ -162,7 +162,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
             candidates = ft.consensus(fit_labels, pixel_labels)
         else:  # the pixel twin: no autoencoder in the labels at all
             fit_labels, fit_typical, neighbors = pixel_labels, np.zeros(len(pixel_labels), np.float32), None
-    ae = training.load(model)
+    ae = models.load(model)
     if f["labels"] == "pixels":
         k = int(pixel_labels.max()) + 1
     result = ft.self_label(ae, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=k,
@@ -258,7 +258,8 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     import torch
     from sklearn.decomposition import PCA
 
-    from latentlab import metrics, plots, training, tracking
+    from latentlab import history as history_file
+    from latentlab import metrics, models, plots, tracking
     from latentlab.data import Prepared
     from latentlab.models import to_float
 
@@ -287,14 +288,14 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
                      **metrics.label_free(z_score, labels[m], seed=cfg["seed"]),
                      "n_clusters": int(len(np.unique(labels[m])))}
-    hist = training.read_history(history)
+    hist = history_file.read(history)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)}
     _write_json(metrics_out, result)
 
     rng = np.random.default_rng(cfg["seed"])
     pick = rng.choice(len(y), size=min(len(y), cfg["evaluate"]["plot_points"]), replace=False)
     z2 = PCA(n_components=2, random_state=cfg["seed"]).fit_transform(z_score)[pick]
-    net = training.load(model)
+    net = models.load(model)
     shown = x_score[rng.choice(len(x_score), size=min(len(x_score), cfg["evaluate"]["n_images"]), replace=False)]
     with torch.inference_mode():
         originals = to_float(torch.from_numpy(shown))
@@ -364,12 +365,12 @@ def anomaly_train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_o
 def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
     """Fit the scorer on normal training features, set its threshold on validation
     normals, score every held-out test image."""
-    from latentlab import training
+    from latentlab import models
     from latentlab.anomaly import features
     from latentlab.data import Prepared
 
     split = anomaly_split(cfg, Prepared.load(data))
-    net = training.load(model)
+    net = models.load(model)
     err = cfg["anomaly"]["error"]
     f_fit, f_val, f_test = (features(net, x, err) for x in (split.x_fit, split.x_val, split.x_test))
     scorer = anomaly_scorer(cfg).fit(f_fit, f_val)
@@ -408,7 +409,8 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     import torch
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    from latentlab import plots, training, tracking
+    from latentlab import history as history_file
+    from latentlab import models, plots, tracking
     from latentlab.anomaly import UNKNOWN, anomaly_metrics, unbalanced_indices, unbalanced_metrics
     from latentlab.data import Prepared
 
@@ -424,7 +426,7 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         raise LatentlabError(f"{scores} does not match the current split ({len(s)} scores, "
                              f"{len(split.x_test)} test images); re-run `dvc repro`")
     known = bool((is_anom != UNKNOWN).all())  # the unsupervised protocol has no truth to score against
-    hist = training.read_history(history)
+    hist = history_file.read(history)
     result: dict[str, Any] = {
         "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "error": a["error"],
         "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
@@ -453,7 +455,7 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     prec, rec, _ = precision_recall_curve(*pr_on)
     _write_csv(curves_dir / "pr.csv", _curve_rows(rec[::-1], prec[::-1], ("recall", "precision")))
 
-    net = training.load(model)
+    net = models.load(model)
     order = np.argsort(s)
     n = a["n_images"]
     shown = np.concatenate([order[::-1][:n], order[:n]])
@@ -492,7 +494,7 @@ def _anomaly_unlabelled(cfg, ds, split, s, thr, hist, result, model, history, me
     distribution and (for images) the most and least anomalous ones; no ROC/PR to draw."""
     import torch
 
-    from latentlab import plots, training, tracking
+    from latentlab import plots, models, tracking
     from latentlab.anomaly import UNKNOWN
     from latentlab.models import to_float
 
@@ -503,7 +505,7 @@ def _anomaly_unlabelled(cfg, ds, split, s, thr, hist, result, model, history, me
         curves_dir.mkdir(parents=True, exist_ok=True)
         tmp.write_text(cols + "\n")  # no labels, no curve: a header DVC can still read
         os.replace(tmp, curves_dir / name)
-    net = training.load(model)
+    net = models.load(model)
     n = min(a["n_images"], len(s) // 2)
     order = np.argsort(s)
     shown = np.concatenate([order[::-1][:n], order[:n]])
