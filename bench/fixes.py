@@ -5,6 +5,9 @@
   config     a stage's config check in a fresh process: with the imports the check used to
              make (torch, Lightning, scikit-learn, through the modules that own the choices)
              against the check alone, which now names its choices in config.py
+  model      what a stage that only uses a trained model (embed, export, evaluate, anomaly
+             scoring) imports to load it: latentlab.training with Lightning (before) against
+             latentlab.models, which no longer needs Lightning (after)
   data       one epoch's batches: a DataLoader over a TensorDataset (256 single-image
              lookups and a collate per batch, before) against the batch sampler the
              training path now uses (one gather per batch)
@@ -67,6 +70,13 @@ def config_case(repeats: int = 5) -> dict:
             "note": "the cluster, baselines, export and evaluate stages no longer import torch for it"}
 
 
+def model_case(repeats: int = 5) -> dict:
+    before = statistics.median(child("import latentlab.training") for _ in range(repeats))
+    after = statistics.median(child("import latentlab.models") for _ in range(repeats))
+    return {"what": "imports to load a trained model in a fresh process", "before": before, "after": after,
+            "note": "embed, export, evaluate and anomaly scoring"}
+
+
 def data_case() -> dict:
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -86,7 +96,7 @@ def data_case() -> dict:
 
 def main() -> None:
     rows = []
-    for case in (ssim_case, config_case, data_case):
+    for case in (ssim_case, config_case, model_case, data_case):
         rows.append(case())
         r = rows[-1]
         print(f"{r['what']}: before {r['before']:.3f} s, after {r['after']:.3f} s "

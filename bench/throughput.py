@@ -163,6 +163,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="OVERRIDE",
                    help="a Hydra override, e.g. train.batch_size=512 (repeatable)")
     p.add_argument("--profile", action="store_true", help="also print torch.profiler tables of both paths")
+    p.add_argument("--tag", help="results file bench/results/throughput-<tag>.json (a variant's run)")
     a = p.parse_args()
 
     x, source = images(a.n)
@@ -199,7 +200,7 @@ def main() -> None:
               "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": pl.__version__,
               "data": source, "n": len(x), "epochs": a.epochs, "repeats": a.repeats, "augment": a.augment,
               "overrides": a.overrides, "matmul_gflops": limit, "rows": rows}
-    out = ROOT / "bench" / "results" / "throughput.json"
+    out = ROOT / "bench" / "results" / (f"throughput-{a.tag}.json" if a.tag else "throughput.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\nmatmul {limit:.1f} GFLOP/s ({torch.get_num_threads()} threads)\n\n"
