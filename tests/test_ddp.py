@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from latentlab import metric_names as M
 from latentlab import training
+from latentlab.models import per_sample_mse
 from latentlab.config import compose
 from latentlab.data import prepare
 
@@ -40,5 +41,5 @@ def test_two_process_ddp_matches_one_process(images, tmp_path):
 
     x = torch.from_numpy(images[:256]).float() / 255
     with torch.inference_mode():
-        err = training.per_sample_mse(x, two.net(x)).mean().item()
+        err = per_sample_mse(x, two.net(x)).mean().item()
     assert err == pytest.approx(two.best_val_loss, rel=0.25)
