@@ -143,7 +143,7 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     points outside the sample are then placed by ``assign_rest``: ``neighbors`` (a vote
     of their ``ASSIGN_NEIGHBORS`` nearest fitted points, in the space UMAP receives; the
     sample keeps its own labels) or ``transform`` (UMAP's transform, then the clusterer's
-    predict: about 25x slower, measured in bench/scaling.py). Without UMAP every
+    predict; slower, see bench/scaling.py). Without UMAP every
     point is assigned by the fitted clusterer, which is exact and cheap.
     """
     if assign_rest not in ASSIGN_REST:
