@@ -100,6 +100,7 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--transform-n", type=int, nargs="+", default=[200_000],
                    help="n2d-transform only at these n (it is the slow one)")
+    p.add_argument("--merge", action="store_true", help="keep the other rows of bench/results/scaling.json")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -115,6 +116,9 @@ def main() -> None:
             print(rows[-1], flush=True)
     out = ROOT / "bench" / "results" / "scaling.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if a.merge and out.exists():  # re-measured (case, n) replace their old rows, the others stay
+        fresh = {(r["case"], r["n"]) for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if (r["case"], r["n"]) not in fresh] + rows
     out.write_text(json.dumps({"machine": f"{os.cpu_count()} cores, {platform.machine()}", "rows": rows}, indent=1))
     print("\n| case | n | wall time (s) | peak memory (GiB) | ACC (synthetic) |\n| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
