@@ -57,7 +57,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5, data_range: float
     ``structural_similarity_index_measure(a, b, data_range=data_range, reduction="none")``
     (tests/test_anomaly.py holds the two together), computed as blur = A @ map @ B^T.
     The profile of anomaly scoring showed torchmetrics' 11x11 grouped convolution taking
-    68% of the time; as two small matrix products it is ~12x faster (BENCHMARKS.md)."""
+    68% of the time; as two small matrix products it is ~5x faster (BENCHMARKS.md)."""
     h, w = a.shape[-2:]
     rows, cols = _blur_matrix(h, sigma, a.dtype), _blur_matrix(w, sigma, a.dtype)
     mu_a, mu_b, aa, bb, ab = (rows @ torch.cat((a, b, a * a, b * b, a * b)) @ cols.T).split(len(a))
