@@ -96,6 +96,7 @@ def main() -> None:
         out += ["## Each DVC stage on full MNIST (70,000 images)", "",
                 "```bash", "LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
                 + " ".join(["--seeds", str(run["seed"])] if run["seed"] is not None else [])
+                + (" --twin" if "pixels_finetuned" in run["metrics"] else "")
                 + (" --change " + " --change ".join(run["change"]["overrides"]) if "change" in run else "")
                 + " --tag default", "```", "",
                 f"A fresh clone of commit {fm['commit']}, the default config, `dvc repro` from nothing: "
@@ -125,8 +126,10 @@ def main() -> None:
                 "Synthetic 10-d latents (10 Gaussians) for the cluster step; synthetic images for anomaly "
                 "scoring (the default SSIM + latent kNN score, fitted on 10,000); each case in its own process.", "",
                 "| case | n | wall time (s) | peak memory (GiB) | ACC (synthetic) |", "| --- | ---: | ---: | ---: | ---: |"]
+        order = ["kmeans", "n2d", "n2d-fit30k", "n2d-transform", "anomaly"]
+        rows = sorted(sc["rows"], key=lambda r: (order.index(r["case"]) if r["case"] in order else 99, r["n"]))
         out += [f"| {r['case']} | {r['n']:,} | {r['seconds']} | {r['peak_gib']} | "
-                f"{r['acc'] if r['acc'] is not None else '-'} |" for r in sc["rows"]]
+                f"{r['acc'] if r['acc'] is not None else '-'} |" for r in rows]
         out.append("")
     if fx:
         out += ["## What the profiles showed, and what changed", "", "```bash",
@@ -134,7 +137,7 @@ def main() -> None:
                 "uv run --frozen python bench/fixes.py                              # before / after", "```", "",
                 "| change | before (s) | after (s) | speed-up | |", "| --- | ---: | ---: | ---: | --- |"]
         out += [f"| {r['what']} | {r['before']:.3f} | {r['after']:.3f} | {r['before'] / r['after']:.1f}x | "
-                f"{r['note']} |" for r in fx["rows"]]
+                f"{r['note'].replace('|', '')} |" for r in fx["rows"]]
         out.append("")
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():
