@@ -42,3 +42,16 @@ def tiny_cfg():
 
     return OmegaConf.to_container(compose(TINY),
                                   resolve=True)
+
+
+def with_value(cfg: dict, key: str, value) -> dict:
+    """A deep copy of a plain config with the dotted ``key`` set to ``value``."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    node = out
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return out

@@ -1,6 +1,5 @@
 """conf/ is the source of truth; params.yaml must equal its composed default; bad values fail early."""
 
-import copy
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -9,7 +8,7 @@ from omegaconf import OmegaConf
 from latentlab.config import compose, load_params, validate
 from latentlab.errors import ConfigError
 
-from conftest import ROOT
+from conftest import ROOT, with_value
 
 
 def test_params_yaml_is_the_composed_default():
@@ -45,14 +44,8 @@ def cfg():
     ("train.val_fraction", 0.0, "train.val_fraction must be a number in (0.0, 0.5], got 0.0"),
 ])
 def test_invalid_values_name_key_and_value(cfg, key, value, message):
-    bad = copy.deepcopy(cfg)
-    node = bad
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
     with pytest.raises(ConfigError) as err:
-        validate(bad)
+        validate(with_value(cfg, key, value))
     assert message in str(err.value)
 
 
