@@ -77,6 +77,32 @@ def test_augmented_training_runs_and_is_deterministic(tmp_path, tiny_cfg):
     assert runs[0] == runs[1] and runs[0] != plain
 
 
+@pytest.mark.parametrize("target", ["augmented", "original"])
+def test_augmented_training_reconstructs_the_chosen_target(target, tiny_cfg):
+    """target=original: the loss compares the reconstruction of the shifted copy with the
+    image as it was; target=augmented: with the shifted copy itself."""
+    from latentlab.models import random_affine
+
+    model = {**tiny_cfg["model"], "hidden": [16], "latent_dim": 2}
+    aug = {"degrees": 20.0, "translate": 0.2, "target": target}
+    lit = training.LitAutoencoder(model, tiny_cfg["optimizer"], (1, 8, 8), augment=aug)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(32, 1, 8, 8), dtype=np.uint8))
+    lit.log = lambda *a, **k: None  # outside a Trainer
+    torch.manual_seed(0)
+    loss = lit._step((x,), "train")
+    torch.manual_seed(0)
+    seen = random_affine(models.to_float(x), 20.0, 0.2)
+    with torch.no_grad():
+        recon = lit.net(seen)
+    want = seen if target == "augmented" else models.to_float(x)
+    other = models.to_float(x) if target == "augmented" else seen
+    assert torch.allclose(loss, torch.nn.functional.mse_loss(recon, want))
+    assert not torch.allclose(loss, torch.nn.functional.mse_loss(recon, other))
+    lit.eval()  # no dropout: validation never augments
+    assert torch.allclose(lit._step((x,), "val"), torch.nn.functional.mse_loss(lit.net(models.to_float(x)),
+                                                                              models.to_float(x)))
+
+
 def test_a_checkpoint_naming_a_foreign_class_is_refused_before_anything_runs(tmp_path):
     """weights_only stops pickled code; the hyperparameters' `_target_` must not be a way around it."""
     from latentlab.errors import ConfigError

@@ -28,6 +28,7 @@ ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "Leak
                "silu": "SiLU"}  # config name -> torch.nn class
 FINETUNE_CLASSIFIERS = ("auto", "encoder", "conv")
 FINETUNE_LABELS = ("reliable", "consensus", "pixels")
+AUGMENT_TARGETS = ("augmented", "original")  # what the autoencoder reconstructs from an augmented image
 FINETUNE_SCHEDULES = ("cosine", "onecycle")
 MANIFOLDS = ("none", "umap")
 ALGORITHMS = ("kmeans", "gmm")
@@ -283,6 +284,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "train.lr_schedule", ("constant", "cosine"))
     _float(cfg, "train.augment.degrees", 0.0, 180.0)
     _float(cfg, "train.augment.translate", 0.0, 0.5)
+    _choice(cfg, "train.augment.target", AUGMENT_TARGETS)
     if not isinstance(_get(cfg, "trainer"), Mapping):
         raise ConfigError(f"trainer must be a mapping of Lightning Trainer arguments, got {cfg['trainer']!r}")
 

@@ -57,12 +57,16 @@ class LitAutoencoder(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor], stage: str) -> torch.Tensor:
         x = to_float(batch[0])
+        target = x
         aug = self.hparams.augment
         if stage == "train" and aug and is_images(x) and (aug["degrees"] > 0 or aug["translate"] > 0):
-            # The model reconstructs the shifted/rotated image: its code must not hinge on
-            # the exact position of a stroke (ASPC-DA's pretraining).
+            # The code must not hinge on the exact position of a stroke (ASPC-DA's
+            # pretraining). target=original goes further: the model sees the shifted copy
+            # and must give back the digit as it was (centred), so the code cannot keep the shift.
             x = random_affine(x, aug["degrees"], aug["translate"])
-        loss = nn.functional.mse_loss(self.net(x), x)
+            if aug.get("target", "augmented") == "augmented":
+                target = x
+        loss = nn.functional.mse_loss(self.net(x), target)
         self.log(M.recon_loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(x), sync_dist=True)
         return loss
