@@ -58,7 +58,7 @@ def compose_params(repo: Path, overrides: list[str]) -> None:
 RAN = re.compile(r"^Running stage '(\w+)'", re.M)
 
 
-def run_seed(repo: Path, seed: int | None, overrides: list[str], twin: bool, targets: list[str],
+def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[str, list[str]], targets: list[str],
              change: list[str]) -> dict:
     seeded = [*overrides, *([f"seed={seed}"] if seed is not None else [])]
     if seeded:
@@ -71,12 +71,17 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], twin: bool, tar
            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
            "anomaly_metrics": None if targets else json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
-    if twin:
-        # The finetuned method's raw-pixel twin: the same self-labelling of the pixels' UMAP +
-        # GMM clusters, no autoencoder anywhere (re-runs finetune and evaluate only).
-        compose_params(repo, [*seeded, "finetune.labels=pixels"])
-        print(dvc(repo, "repro", *targets)[0])
-        run["metrics"][TWIN] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINETUNED]
+    for name, extra in variants.items():
+        # The same trained autoencoder and clusters, other self-labelling settings: DVC re-runs
+        # finetune, export and evaluate only. The twin (finetune.labels=pixels) is one: the same
+        # self-labelling of the pixels' UMAP + GMM clusters, no autoencoder anywhere.
+        compose_params(repo, [*seeded, *extra])
+        out, seconds = dvc(repo, "repro", *targets)
+        print(out)
+        run["metrics"][name] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINETUNED]
+        run.setdefault("variants", {})[name] = {"overrides": extra, "seconds": seconds,
+                                                "stages": [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)}
+                                                           for s, sec, gib in LINE.findall(out)]}
     if change:
         # A cheap re-run: only these parameters change; which stages does DVC re-run, how long?
         compose_params(repo, [*seeded, *change])
@@ -100,18 +105,27 @@ def main() -> None:
                    help="dvc repro only this stage and what it needs, e.g. evaluate (the clustering branch)")
     p.add_argument("--twin", action="store_true", help="also score the finetuned method's raw-pixel twin "
                    "(finetune.labels=pixels) per seed")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="per seed, also score `finetuned` with these overrides under NAME (re-runs the "
+                   "self-labelling only), e.g. long=finetune.epochs=10 (repeatable)")
     p.add_argument("--change", action="append", default=[], metavar="OVERRIDE",
                    help="after the runs, change this parameter (e.g. cluster.standardize=true) and time the "
                    "`dvc repro` that follows, listing the stages it re-ran (repeatable)")
     a = p.parse_args()
+    variants = {TWIN: ["finetune.labels=pixels"]} if a.twin else {}
+    for v in a.variant:
+        name, eq, extra = v.partition("=")
+        if not eq or not name.isidentifier() or "=" not in extra:
+            p.error(f"--variant must be NAME=OVERRIDE[,OVERRIDE...], e.g. long=finetune.epochs=10; got {v!r}")
+        variants[name] = extra.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        runs = [run_seed(repo, seed, a.overrides, a.twin, a.targets, a.change) for seed in (a.seeds or [None])]
+        runs = [run_seed(repo, seed, a.overrides, variants, a.targets, a.change) for seed in (a.seeds or [None])]
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-              "overrides": a.overrides, "runs": runs}
+              "overrides": a.overrides, "variants": variants, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     name = f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json"
     (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2))
@@ -120,7 +134,7 @@ def main() -> None:
     if len(runs) > 1:
         print(f"\n{len(runs)} seeds {[r['seed'] for r in runs]}, overrides {a.overrides or 'none'}: "
               "mean [min, max]\n\n| method | ACC | NMI | ARI |\n| --- | ---: | ---: | ---: |")
-        for m in [*M.METHODS, *([TWIN] if a.twin else [])]:
+        for m in [*M.METHODS, *variants]:
             cells = [spread([r["metrics"][m][k] for r in runs]) for k in ("acc", "nmi", "ari")]
             print(f"| {m} | {' | '.join(cells)} |")
         for b in BRANCHES:
@@ -143,7 +157,7 @@ def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
         c = run["change"]
         print(f"changed {c['overrides']}: `dvc repro` {c['seconds']:.0f} s, re-ran {', '.join(c['stages_run'])}")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
-    for m in [m for m in [*M.METHODS, TWIN] if m in metrics]:
+    for m in [m for m in [*M.METHODS, *run.get("variants", {})] if m in metrics]:
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
     if anomaly is None:

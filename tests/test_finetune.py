@@ -103,6 +103,33 @@ def test_consensus_matches_cluster_ids_before_comparing():
         ft.consensus(a, b[:3])
 
 
+def test_vote_is_hard_where_two_clusterings_agree_and_split_where_not():
+    a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
+    v = ft.vote(a, b, k=3)
+    assert v.shape == (8, 3) and v.dtype == np.float32
+    np.testing.assert_allclose(v.sum(1), 1.0)
+    np.testing.assert_allclose(v[0], [1, 0, 0])  # both say 0
+    np.testing.assert_allclose(v[2], [0.5, 0, 0.5])  # a says 0, b's 7 is a's 2
+    np.testing.assert_allclose(v[7], [0.5, 0, 0.5])  # a says 2, b's 5 is a's 0
+    assert ft.match(a, b).tolist() == [0, 0, 2, 1, 1, 2, 2, 0]
+
+
+def test_soft_labels_train_on_every_image_and_must_fit(noisy_digits):
+    x, y, noisy, _ = noisy_digits
+    rng = np.random.default_rng(1)
+    other = y.copy()
+    flip = rng.random(len(y)) < 0.3
+    other[flip] = (y[flip] + rng.integers(1, 5, flip.sum())) % 5
+    soft = ft.vote(noisy, other, k=5)
+    result = _run(noisy_digits, classifier="conv", soft=soft, fraction=1.0, epochs=4, lr=3e-3,
+                  lr_schedule="onecycle", label_smoothing=0.1)
+    assert result.rounds[0]["n_used"] == len(x)
+    assert cluster_accuracy(y, result.labels) > 0.9
+    with pytest.raises(ConfigError, match=r"soft labels of shape \(2000, 4\), expected \(2000, 5\)"):
+        _run(noisy_digits, soft=soft[:, :4])
+
+
 def test_conv_classifier_on_consensus_labels_corrects_and_reloads(noisy_digits, tmp_path):
     x, y, noisy, _ = noisy_digits
     # A second, independently noisy clustering: where the two agree, labels are mostly right.

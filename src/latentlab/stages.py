@@ -152,14 +152,17 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
             z_fit = _fit_score(cfg, z["z_train"], z["z_test"])[0]
         n = min(f["neighbors"], len(z_fit) - 1)
         neighbors = NearestNeighbors(n_neighbors=n + 1).fit(z_fit).kneighbors(z_fit, return_distance=False)[:, 1:]
-    candidates = None
-    if f["rounds"] > 0 and f["labels"] in ("consensus", "pixels"):
+    candidates = soft = agree = None
+    if f["rounds"] > 0 and f["labels"] in ("consensus", "vote", "pixels"):
         if baselines is None:
             raise LatentlabError(f"finetune.labels={f['labels']} needs the baselines stage's assignments (--baselines)")
         with np.load(baselines) as b:
             pixel_labels = b[M.RAW_UMAP if x_score is x_fit else f"fit_{M.RAW_UMAP}"]
         if f["labels"] == "consensus":
             candidates = ft.consensus(fit_labels, pixel_labels)
+        elif f["labels"] == "vote":  # every image, hard where the two agree, half-and-half where not
+            agree = ft.consensus(fit_labels, pixel_labels)
+            soft = ft.vote(fit_labels, pixel_labels, k)
         else:  # the pixel twin: no autoencoder in the labels at all
             fit_labels, fit_typical, neighbors = pixel_labels, np.zeros(len(pixel_labels), np.float32), None
     ae = models.load(model)
@@ -171,7 +174,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
                            trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"],
                            classifier=f["classifier"], candidates=candidates,
                            label_smoothing=f["label_smoothing"], lr_schedule=f["lr_schedule"],
-                           min_steps=f["min_steps"])
+                           min_steps=f["min_steps"], soft=soft)
     if result.net is None:
         labels = score_labels
     elif x_score is x_fit:
@@ -182,7 +185,8 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     _savez(out, **{M.FINETUNED: labels})
     if result.net is None:
         return f"wrote {out}: finetune.rounds=0, the cluster stage's {len(labels)} assignments unchanged"
-    agreed = "" if candidates is None else f"AE and pixel clusters agree on {candidates.mean():.1%}; "
+    agree = candidates if candidates is not None else agree
+    agreed = "" if agree is None else f"AE and pixel clusters agree on {agree.mean():.1%}; "
     rounds = agreed + "; ".join(f"round {r['round']}: {r['n_used']} samples, {r['epochs']} epochs, loss {r['loss']:.3f}, {r['changed']} relabelled"
                        for r in result.rounds)
     return f"wrote {out} and {model_out}: {len(labels)} assignments ({rounds})"
