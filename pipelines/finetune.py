@@ -14,7 +14,7 @@ def main() -> None:
     p.add_argument("--latents", type=Path, required=True, help="latents (.npz), for each image's neighbours")
     p.add_argument("--out", type=Path, required=True, help="fine-tuned assignments (.npz) to write")
     p.add_argument("--classifier", type=Path, required=True, help="fine-tuned encoder + head (.pt) to write")
-    p.add_argument("--baselines", type=Path, help="the baselines stage's assignments (.npz), for finetune.labels=consensus")
+    p.add_argument("--baselines", type=Path, help="the baselines stage's assignments (.npz), for finetune.labels=consensus, vote or pixels")
     a = p.parse_args()
     stages.run(stages.finetune, a.data, a.model, a.assignments, a.latents, a.out, a.classifier, a.baselines)
 

@@ -134,7 +134,8 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     """The finetuned method: a classifier (the encoder + a head, or a fresh CNN) trained on
     the cluster stage's most reliable assignments of the fitted images (judged by their
     latent neighbours; under finetune.labels=consensus only where the pixels' UMAP
-    baseline in ``baselines`` agrees), then every scored image relabelled by it."""
+    baseline in ``baselines`` agrees; under vote every image, its label split between the
+    two where they disagree), then every scored image relabelled by it."""
     from sklearn.neighbors import NearestNeighbors
 
     from latentlab import finetune as ft
@@ -196,7 +197,7 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     """What the autoencoder must beat, on raw pixels: k-means, PCA + k-means, and the
     cluster config's own manifold step (UMAP of the pixels' PCA, then the same clusterer).
     Under train_test also the manifold step's assignments of the fitted images
-    (``fit_raw_umap``), for finetune.labels=consensus."""
+    (``fit_raw_umap``), for finetune.labels=consensus / vote / pixels."""
     from latentlab.clustering import assign, fit_predict, pipeline_params, pixels
     from latentlab.data import Prepared
 
