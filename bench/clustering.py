@@ -103,9 +103,12 @@ def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
         row["scores"]["autoencoder"] = {**scores(y, c["autoencoder"]), "seconds": round(time.perf_counter() - t, 1)}
     if own in names:
         row["scores"][own] = row["scores"]["autoencoder"]
+    base = work / f"baselines-{seed}.npz"  # the pixels' clusters, which finetune.labels=vote/consensus use
+    if cfg["finetune"]["labels"] != "reliable" and not base.exists():
+        print(stages.baselines(cfg, data, base), flush=True)
     t = time.perf_counter()
     print(stages.finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
-                          work / f"classifier-{seed}.pt"), flush=True)
+                          work / f"classifier-{seed}.pt", baselines=base if base.exists() else None), flush=True)
     with np.load(tuned) as f:
         row["scores"]["finetuned"] = {**scores(y, f["finetuned"]), "seconds": round(time.perf_counter() - t, 1)}
     return row

@@ -120,15 +120,17 @@ def main() -> None:
         variants[name] = extra.split(",")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
-        repo = Path(tmp) / "repo"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        runs = [run_seed(repo, seed, a.overrides, variants, a.targets, a.change) for seed in (a.seeds or [None])]
+    runs: list[dict] = []
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
               "overrides": a.overrides, "variants": variants, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    name = f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json"
-    (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2))
+    path = ROOT / "bench" / "results" / (f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json")
+    with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
+        repo = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        for seed in a.seeds or [None]:
+            runs.append(run_seed(repo, seed, a.overrides, variants, a.targets, a.change))
+            path.write_text(json.dumps(result, indent=2))  # after every seed: a stopped run keeps what it measured
     for run in runs:
         report(commit, result["machine"], a.overrides, run)
     if len(runs) > 1:

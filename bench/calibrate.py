@@ -1,0 +1,185 @@
+"""Calibration runs on full MNIST: one choice at a time, from the pipeline's own stage functions.
+
+Cheaper than bench/full_mnist.py (no DVC, no clone, no anomaly branch; a trained
+autoencoder is reused), for deciding what goes into the defaults. Each command appends
+one JSON line to bench/results/calibrate.jsonl. Work files live in --work (default
+/tmp/latentlab-calibrate); MNIST comes from LATENTLAB_DATA_MIRROR or the internet.
+
+    # train (or reuse) an autoencoder, embed, cluster with the cluster stage, score
+    python bench/calibrate.py cluster orig 0 train.augment.target=original
+    # the finetune stage on that autoencoder's clusters, with overrides
+    python bench/calibrate.py finetune orig 0 finetune.labels=pixels
+    # UMAP's fuzzy-graph intersection of the latents and the pixels' PCA(50), then a GMM
+    python bench/calibrate.py graph orig 0
+    # share of each point's 20 nearest neighbours with its label: pixels' PCA(50), latents
+    python bench/calibrate.py knn orig
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "calibrate.jsonl"
+
+
+def _cfg(seed: int, overrides: list[str]) -> dict:
+    from omegaconf import OmegaConf
+
+    from latentlab.config import compose, validate
+
+    cfg = OmegaConf.to_container(compose([*overrides, f"seed={seed}", "protocol=all",
+                                          "trainer.enable_progress_bar=false"]), resolve=True)
+    validate(cfg)
+    return cfg
+
+
+def _data(work: Path, cfg: dict) -> Path:
+    from latentlab import stages
+
+    path = work / "prepared.npz"
+    if not path.exists():
+        stages.download(cfg, path)
+    return path
+
+
+def _labels(data: Path) -> np.ndarray:
+    from latentlab.data import Prepared
+
+    return Prepared.load(data).split("all")[3]  # train then test, as the latents are
+
+
+def _record(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
+    from latentlab import stages
+    from latentlab.metrics import scores
+
+    cfg = _cfg(seed, overrides)
+    data, out = _data(work, cfg), work / tag
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    if not (out / "model.pt").exists():  # a tag names one trained autoencoder
+        print(stages.train(cfg, data, out / "model.pt", out / "history.csv"), flush=True)
+    train_s = time.perf_counter() - t
+    stages.embed(cfg, data, out / "model.pt", out / "latents.npz")
+    t = time.perf_counter()
+    print(stages.cluster(cfg, out / "latents.npz", out / "cluster.npz"), flush=True)
+    with np.load(out / "cluster.npz") as c:
+        s = scores(_labels(data), c["autoencoder"])
+    _record({"what": "cluster", "tag": tag, "seed": seed, "overrides": overrides, "train_s": round(train_s),
+             "cluster_s": round(time.perf_counter() - t), **s})
+
+
+def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
+    from latentlab import finetune as ft
+    from latentlab import stages
+    from latentlab.metrics import scores
+
+    cfg = _cfg(seed, overrides)
+    data, out = _data(work, cfg), work / tag
+    base = work / f"baselines-{seed}.npz"  # the pixels' clusters: they do not depend on the autoencoder
+    if not base.exists():
+        print(stages.baselines(cfg, data, base), flush=True)
+    name = "-".join(o.replace("/", "_") for o in overrides) or "default"
+    t = time.perf_counter()
+    print(stages.finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
+                          out / f"finetune-{name}.npz", out / f"classifier-{name}.pt", baselines=base), flush=True)
+    y = _labels(data)
+    with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b:
+        tuned, ae, px = f["finetuned"], c["autoencoder"], b["raw_umap"]
+    agree = ft.consensus(ae, px)
+    _record({"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides,
+             "seconds": round(time.perf_counter() - t), "autoencoder_acc": scores(y, ae)["acc"],
+             "pixels_acc": scores(y, px)["acc"], "agree": float(agree.mean()),
+             "agree_acc": scores(y[agree], ae[agree])["acc"], **scores(y, tuned)})
+
+
+def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
+    from sklearn.decomposition import PCA
+
+    from latentlab.clustering import make_clusterer, make_manifold, pixels
+    from latentlab.data import Prepared
+    from latentlab.metrics import scores
+
+    cfg = _cfg(seed, overrides)
+    c, data = cfg["cluster"], _data(work, cfg)
+    _, _, x, y = Prepared.load(data).split("all")
+    with np.load(work / tag / "latents.npz") as z:
+        lat = np.concatenate([z["z_train"], z["z_test"]])
+    t = time.perf_counter()
+    xp = PCA(cfg["baselines"]["pca_components"], random_state=seed).fit_transform(pixels(x))
+    # umap-learn's fuzzy-set intersection: an edge survives where both views hold it
+    both = make_manifold(c["umap"], seed).fit(lat) * make_manifold(c["umap"], seed).fit(xp)
+    gm = make_clusterer(k=c["k"], algorithm=c["algorithm"], n_init=c["n_init"], max_iter=c["max_iter"],
+                        seed=seed, n=len(lat), covariance_type=c["covariance_type"],
+                        minibatch_above=c["minibatch_above"])
+    labels = gm.fit_predict(both.embedding_)
+    _record({"what": "graph-intersection", "tag": tag, "seed": seed, "overrides": overrides,
+             "seconds": round(time.perf_counter() - t), **scores(y, labels)})
+
+
+def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    from latentlab.clustering import pixels
+    from latentlab.data import Prepared
+
+    cfg = _cfg(0, [])
+    _, _, x, y = Prepared.load(_data(work, cfg)).split("all")
+    q = np.random.default_rng(0).choice(len(y), sample, replace=False)
+
+    def share(f: np.ndarray) -> float:
+        idx = NearestNeighbors(n_neighbors=n + 1).fit(f).kneighbors(f[q], return_distance=False)[:, 1:]
+        return float((y[idx] == y[q, None]).mean())
+
+    feats = {"pixels-pca50": lambda: PCA(50, random_state=0).fit_transform(pixels(x))}
+    for tag in tags:
+        def latents(tag=tag):
+            with np.load(work / tag / "latents.npz") as z:
+                return np.concatenate([z["z_train"], z["z_test"]])
+        feats[tag] = latents
+    for name, make in feats.items():
+        f = make()
+        _record({"what": "knn", "tag": name, "dims": int(f.shape[1]), "neighbors": n, "same_label": share(f)})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["cluster", "finetune", "graph", "knn"])
+    p.add_argument("tag", help="names the autoencoder (a folder under --work); knn: a comma-separated list")
+    p.add_argument("seed", type=int, nargs="?", default=0)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
+    p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "latentlab-calibrate")
+    p.add_argument("--threads", type=int, help="torch threads (two runs side by side: 1 each)")
+    p.add_argument("--from-model", type=Path, help="cluster: start from this trained model.pt instead of training")
+    a = p.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    a.work.mkdir(parents=True, exist_ok=True)
+    if a.from_model:
+        (a.work / a.tag).mkdir(exist_ok=True)
+        shutil.copy(a.from_model, a.work / a.tag / "model.pt")
+    if a.what == "knn":
+        knn(a.work, a.tag.split(","))
+    else:
+        {"cluster": cluster, "finetune": finetune, "graph": graph}[a.what](a.work, a.tag, a.seed, a.overrides)
+
+
+if __name__ == "__main__":
+    main()
