@@ -140,7 +140,7 @@ def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:
 
     cfg = _cfg(0, [])
     _, _, x, y = Prepared.load(_data(work, cfg)).split("all")
-    q = np.random.default_rng(0).choice(len(y), sample, replace=False)
+    q = np.random.default_rng(0).choice(len(y), min(sample, len(y)), replace=False)
 
     def share(f: np.ndarray) -> float:
         idx = NearestNeighbors(n_neighbors=n + 1).fit(f).kneighbors(f[q], return_distance=False)[:, 1:]

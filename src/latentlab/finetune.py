@@ -155,8 +155,10 @@ def vote(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
     """Soft pseudo-labels (N, k) float32 from two clusterings (N,): half of each point's
     mass on a's cluster, half on b's (matched to a's ids). Where they agree the label is
     hard; where they disagree the classifier is told both, instead of never seeing the
-    point: measured on MNIST, dropping the disagreements (3-5% of the images, the hard
-    ones) leaves the classifier blind exactly where the clusterings are unsure."""
+    point. Dropping the disagreements (``consensus``) leaves it blind exactly where the
+    clusterings are unsure: on full MNIST it then put 534 sevens with the twos (0.974 ACC
+    against the vote's 0.977), and where UMAP had merged two digits (13.5% disputed) it
+    fell to 0.878 against the vote's 0.931."""
     a = np.asarray(a, dtype=np.int64)
     b = match(a, b)
     b = np.where(b < 0, a, b)
