@@ -58,6 +58,11 @@ def compose_params(repo: Path, overrides: list[str]) -> None:
 RAN = re.compile(r"^Running stage '(\w+)'", re.M)
 
 
+def _stages(out: str) -> list[dict]:
+    """Each stage's one-line summary in `dvc repro`'s output -> its wall time and peak memory."""
+    return [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
+
+
 def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[str, list[str]], targets: list[str],
              change: list[str]) -> dict:
     seeded = [*overrides, *([f"seed={seed}"] if seed is not None else [])]
@@ -66,7 +71,7 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[
     out, total = dvc(repo, "repro", *targets)
     print(out)
     _, again = dvc(repo, "repro", *targets)
-    stages = [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)} for s, sec, gib in LINE.findall(out)]
+    stages = _stages(out)
     run = {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
@@ -80,8 +85,7 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[
         print(out)
         run["metrics"][name] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINETUNED]
         run.setdefault("variants", {})[name] = {"overrides": extra, "seconds": seconds,
-                                                "stages": [{"stage": s, "seconds": float(sec), "peak_gib": float(gib)}
-                                                           for s, sec, gib in LINE.findall(out)]}
+                                                "stages": _stages(out)}
     if change:
         # A cheap re-run: only these parameters change; which stages does DVC re-run, how long?
         compose_params(repo, [*seeded, *change])

@@ -160,10 +160,10 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
         with np.load(baselines) as b:
             pixel_labels = b[M.RAW_UMAP if x_score is x_fit else f"fit_{M.RAW_UMAP}"]
         if f["labels"] == "consensus":
-            candidates = ft.consensus(fit_labels, pixel_labels)
+            candidates = agree = ft.consensus(fit_labels, pixel_labels)
         elif f["labels"] == "vote":  # every image, hard where the two agree, half-and-half where not
-            agree = ft.consensus(fit_labels, pixel_labels)
             soft = ft.vote(fit_labels, pixel_labels, k)
+            agree = soft.max(1) == 1.0
         else:  # the pixel twin: no autoencoder in the labels at all
             fit_labels, fit_typical, neighbors = pixel_labels, np.zeros(len(pixel_labels), np.float32), None
     ae = models.load(model)
@@ -186,7 +186,6 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     _savez(out, **{M.FINETUNED: labels})
     if result.net is None:
         return f"wrote {out}: finetune.rounds=0, the cluster stage's {len(labels)} assignments unchanged"
-    agree = candidates if candidates is not None else agree
     agreed = "" if agree is None else f"AE and pixel clusters agree on {agree.mean():.1%}; "
     rounds = agreed + "; ".join(f"round {r['round']}: {r['n_used']} samples, {r['epochs']} epochs, loss {r['loss']:.3f}, {r['changed']} relabelled"
                        for r in result.rounds)
