@@ -148,7 +148,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
         fit_labels, fit_typical, score_labels = a["fit_labels"], a["fit_typicality"], a[M.AUTOENCODER]
         k = int(a["k"]) if "k" in a.files else cfg["cluster"]["k"]  # cluster.select_k may have chosen it
     neighbors = None
-    if f["rounds"] > 0:
+    if f["rounds"] > 0 and f["fraction"] < 1.0:  # with every member used, nothing is ranked
         with np.load(latents) as z:
             z_fit = _fit_score(cfg, z["z_train"], z["z_test"])[0]
         n = min(f["neighbors"], len(z_fit) - 1)
@@ -203,7 +203,7 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     ds = Prepared.load(data)
     x_fit, x_score = _fit_score(cfg, pixels(ds.x_train), pixels(ds.x_test))
     c = pipeline_params(cfg["cluster"], cfg["seed"])
-    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
+    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans", "restarts": 1}
     pcs = cfg["baselines"]["pca_components"]
     if pcs > min(x_fit.shape):  # a small table: PCA keeps what there is
         print(f"  baselines.pca_components={pcs} exceeds the data's {min(x_fit.shape)} dimensions/samples: "
