@@ -8,7 +8,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from latentlab.clustering import fit_predict, medoid, pipeline_params
+from latentlab.clustering import fit_predict, pipeline_params
 from latentlab.config import compose
 from latentlab.errors import ConfigError
 from latentlab.metrics import cluster_accuracy
@@ -80,30 +80,6 @@ def test_train_test_protocol_assigns_unseen_points(blobs):
     assert len(labels) == 1000 and cluster_accuracy(y[2000:], labels) > 0.99
 
 
-def test_medoid_keeps_the_labelling_most_like_the_others():
-    rng = np.random.default_rng(0)
-    truth = rng.integers(0, 5, 2000)
-    noisy = np.where(rng.random(2000) < 0.05, rng.integers(0, 5, 2000), truth)
-    merged = np.where(truth == 4, 3, truth)  # the accident: two clusters glued, another split
-    merged[(truth == 0) & (rng.random(2000) < 0.5)] = 4
-    for order in ([merged, truth, (noisy + 2) % 5], [truth, merged, noisy]):
-        best, ari = medoid(order)
-        assert order[best] is not merged and ari.shape == (3, 3) and np.allclose(np.diag(ari), 1.0)
-
-
-def test_umap_restarts_keep_one_fitted_layout(blobs, capsys):
-    x, y = blobs
-    p = {**_params("cluster=n2d", "cluster.restarts=3"), "k": 6}
-    labels, typ, pipe, _ = fit_predict(x[:2000], x[:2000], "restarted", **p)
-    assert "kept restart" in capsys.readouterr().out
-    assert cluster_accuracy(y[:2000], labels) > 0.99 and np.isfinite(typ).all()
-    # The kept pipeline is a fitted one: it places unseen points (train_test) by UMAP's transform.
-    unseen, *_ = fit_predict(x[:2000], x[2000:], "split", **{**p, "assign_rest": "transform"})
-    assert cluster_accuracy(y[2000:], unseen) > 0.99
-    with pytest.raises(ConfigError, match="cluster.restarts=3 restarts the UMAP layout"):
-        fit_predict(x, x, "bad", **{**_params("cluster=kmeans"), "restarts": 3})
-
-
 @pytest.mark.parametrize("override, message", [
     ("cluster.manifold=tsne", "cluster.manifold must be one of ['none', 'umap'], got 'tsne'"),
     ("cluster.algorithm=dbscan", "cluster.algorithm must be one of ['kmeans', 'gmm'], got 'dbscan'"),
@@ -113,8 +89,6 @@ def test_umap_restarts_keep_one_fitted_layout(blobs, capsys):
     ("cluster.max_fit=5", "cluster.max_fit=5 must be at least cluster.k=10"),
     ("cluster.assign_rest=nearest", "cluster.assign_rest must be one of ['neighbors', 'transform'], got 'nearest'"),
     ("cluster=dbscan", "Could not find 'cluster/dbscan'"),
-    ("cluster.restarts=0", "cluster.restarts must be an int in [1, 25], got 0"),
-    ("cluster=kmeans cluster.restarts=3", "cluster.restarts=3 restarts the UMAP layout with a fixed k: it needs cluster.manifold=umap"),
     ("train.augment.degrees=-5", "train.augment.degrees must be a number in [0.0, 180.0], got -5"),
     ("train.augment.translate=0.7", "train.augment.translate must be a number in [0.0, 0.5], got 0.7"),
     ("train.augment.target=clean", "train.augment.target must be one of ['augmented', 'original'], got 'clean'"),
@@ -123,7 +97,7 @@ def test_bad_cluster_settings_are_refused(override, message):
     from latentlab.config import validate
 
     with pytest.raises(Exception) as e:
-        validate(compose(override.split()))
+        validate(compose([override]))
     assert message in str(e.value)
     if "Could not find" not in message:
         assert isinstance(e.value, ConfigError)

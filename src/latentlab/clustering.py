@@ -64,63 +64,6 @@ def make_pipeline(*, k: int, n_init: int, max_iter: int, seed: int, n: int, stan
     ])
 
 
-def _layout(pipe: Pipeline, x_pre: np.ndarray, knn: tuple) -> tuple[Pipeline, np.ndarray, np.ndarray]:
-    """One restart: ``pipe``'s UMAP laid out from a given neighbour graph, then its
-    clusterer. Returns (pipe, embedding, labels)."""
-    # umap-learn writes into the graph it is given (disconnected points -> -1): copies.
-    pipe[-2].set_params(precomputed_knn=(knn[0].copy(), knn[1].copy(), knn[2]))
-    xt = pipe[-2].fit_transform(x_pre)
-    return pipe, xt, pipe[-1].fit_predict(xt).astype(np.int64)
-
-
-def fit_restarts(x_fit: np.ndarray, restarts: int, **params) -> tuple[Pipeline, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit the pipeline on x_fit (N, D) ``restarts`` times and keep the restart whose
-    labels agree best with the others' (the medoid by mean adjusted Rand index: no
-    labels needed). Returns (pipe, embedding (N, n_components), labels (N,), agreement
-    (restarts, restarts) ARI matrix).
-
-    Why: UMAP's stochastic layout now and then glues two manifolds together (measured on
-    MNIST latents: 3s and 8s in one cluster, 0.859 ACC, where other layouts of the same
-    neighbour graph give 0.950). Such an accident is rare and unlike the other layouts,
-    so the medoid avoids it. Restart 0 is the plain fit (``restarts=1`` is exactly it);
-    the others reuse its neighbour graph (the costly, deterministic part) with layout and
-    clusterer seeds ``seed + r``, two processes at a time.
-    """
-    from joblib import Parallel, delayed
-
-    seed = params.pop("seed")
-    first = make_pipeline(n=len(x_fit), seed=seed, **params)
-    xt = first[:-1].fit_transform(x_fit)
-    labels = first[-1].fit_predict(xt).astype(np.int64)
-    if restarts == 1:
-        return first, xt, labels, np.ones((1, 1))
-    m = first[-2]
-    knn = (m._knn_indices, m._knn_dists, m._knn_search_index)
-    x_pre = first[:-2].transform(x_fit)
-    pipes = []
-    for r in range(1, restarts):
-        pipe = make_pipeline(n=len(x_fit), seed=seed + r, **params)
-        pipe.steps[:-2] = first.steps[:-2]  # the fitted scaling / PCA: the same input for every layout
-        pipes.append(pipe)
-    # max_nbytes=None: no read-only memory maps (umap-learn writes into its inputs)
-    runs = [(first, xt, labels)] + Parallel(n_jobs=min(2, restarts - 1), max_nbytes=None)(
-        delayed(_layout)(pipe, x_pre, knn) for pipe in pipes)
-    best, ari = medoid([run[2] for run in runs])
-    print(f"  restarts: ARI with the others {np.round((ari.sum(1) - 1) / (restarts - 1), 3).tolist()}, "
-          f"kept restart {best}", flush=True)
-    return (*runs[best], ari)
-
-
-def medoid(labelings: list[np.ndarray]) -> tuple[int, np.ndarray]:
-    """The index of the labelling (each (N,) ids; ids need not match across them) with the
-    highest summed adjusted Rand index to the others, and the (R, R) ARI matrix. Ties:
-    the earliest."""
-    from sklearn.metrics import adjusted_rand_score
-
-    ari = np.array([[adjusted_rand_score(a, b) for b in labelings] for a in labelings])
-    return int(ari.sum(1).argmax()), ari
-
-
 class Clustering(NamedTuple):
     labels: np.ndarray       # (M,) int64 cluster ids of x_score
     typicality: np.ndarray   # (M,) float32: how central each point is to its cluster (higher: more)
@@ -205,7 +148,7 @@ def assign_by_neighbors(pre: Pipeline, x_fit: np.ndarray, fit_labels: np.ndarray
 
 
 def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: int | None = None,
-                assign_rest: str = "neighbors", restarts: int = 1, **params) -> Clustering:
+                assign_rest: str = "neighbors", **params) -> Clustering:
     """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing.
 
     When x_score is x_fit (the `all` protocol) the fit's own assignments are returned.
@@ -215,16 +158,11 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     of their ``ASSIGN_NEIGHBORS`` nearest fitted points, in the space UMAP receives; the
     sample keeps its own labels) or ``transform`` (UMAP's transform, then the clusterer's
     predict; slower, see bench/scaling.py). Without UMAP every
-    point is assigned by the fitted clusterer, which is exact and cheap. ``restarts``: UMAP
-    layouts tried, the most typical kept (``fit_restarts``).
+    point is assigned by the fitted clusterer, which is exact and cheap.
     """
     if assign_rest not in ASSIGN_REST:
         raise ConfigError(f"cluster.assign_rest must be one of {list(ASSIGN_REST)}, got {assign_rest!r}")
     criterion, k_range = params.pop("select_k", None), params.pop("k_range", None)
-    if restarts != 1 and (params.get("manifold") != "umap" or criterion is not None):
-        raise ConfigError(f"cluster.restarts={restarts} restarts the UMAP layout with a fixed k: it needs "
-                          f"cluster.manifold=umap and cluster.select_k=null (got {params.get('manifold')!r}, "
-                          f"{criterion!r}); k-means and the mixture restart themselves (cluster.n_init)")
     k = params["k"] if criterion is None else k_range[0]
     if len(x_fit) < k:
         raise ConfigError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
@@ -267,19 +205,19 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
             labels, conf = assign(pipe, x_score)
         print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s", flush=True)
         return Clustering(labels, conf, pipe, k_scores)
-    if params.get("manifold") == "umap":
+    last = pipe[-1]
+    if same:
         # UMAP's fit_transform returns the embedding it built; transform would re-embed.
-        pipe, xt, fit_labels, _ = fit_restarts(x_fit, restarts, **params)
-        last = pipe[-1]
-        if same:
-            labels, conf = fit_labels, typicality(last, xt, fit_labels)
-        elif assign_rest == "neighbors":
-            labels, conf = assign_by_neighbors(pipe[:-2], x_fit, fit_labels, typicality(last, xt, fit_labels),
-                                               x_score, pick, pipe[-2])
-        else:
-            labels, conf = assign(pipe, x_score)
+        xt = pipe[:-1].fit_transform(x_fit)
+        labels = last.fit_predict(xt).astype(np.int64)
+        conf = typicality(last, xt, labels)
+    elif params.get("manifold") == "umap" and assign_rest == "neighbors":
+        xt = pipe[:-1].fit_transform(x_fit)
+        fit_labels = last.fit_predict(xt).astype(np.int64)
+        labels, conf = assign_by_neighbors(pipe[:-2], x_fit, fit_labels, typicality(last, xt, fit_labels),
+                                           x_score, pick, pipe[-2])
     else:
-        last = pipe.fit(x_fit)[-1]
+        pipe.fit(x_fit)
         labels, conf = assign(pipe, x_score)
     iters = f"{last.n_iter_} iterations" + ("" if getattr(last, "converged_", True) else ", NOT converged")
     print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s "
@@ -290,7 +228,7 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
 def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The keyword arguments of ``fit_predict`` from the ``cluster`` config node."""
     keys = ("k", "n_init", "max_iter", "standardize", "pca", "manifold", "umap", "algorithm",
-            "covariance_type", "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range", "restarts")
+            "covariance_type", "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range")
     return {**{key: cluster[key] for key in keys}, "seed": seed}
 
 

@@ -229,11 +229,6 @@ def _validate_manifold(cfg) -> None:
     _choice(cfg, "cluster.algorithm", ALGORITHMS)
     _choice(cfg, "cluster.covariance_type", ("full", "tied", "diag", "spherical"))
     _int(cfg, "cluster.minibatch_above", 1)
-    if _int(cfg, "cluster.restarts", 1, 25) > 1 and (
-            _get(cfg, "cluster.manifold") != "umap" or _get(cfg, "cluster.select_k") is not None):
-        raise ConfigError(f"cluster.restarts={_get(cfg, 'cluster.restarts')} restarts the UMAP layout with a fixed k: "
-                          f"it needs cluster.manifold=umap and cluster.select_k=null (got "
-                          f"{_get(cfg, 'cluster.manifold')!r}, {_get(cfg, 'cluster.select_k')!r})")
 
     if _get(cfg, "cluster.select_k") is not None:
         _choice(cfg, "cluster.select_k", SELECT_K)

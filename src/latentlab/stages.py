@@ -203,7 +203,7 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     ds = Prepared.load(data)
     x_fit, x_score = _fit_score(cfg, pixels(ds.x_train), pixels(ds.x_test))
     c = pipeline_params(cfg["cluster"], cfg["seed"])
-    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans", "restarts": 1}
+    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
     pcs = cfg["baselines"]["pca_components"]
     if pcs > min(x_fit.shape):  # a small table: PCA keeps what there is
         print(f"  baselines.pca_components={pcs} exceeds the data's {min(x_fit.shape)} dimensions/samples: "
