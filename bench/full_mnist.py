@@ -9,7 +9,7 @@ Markdown tables.
 
     LATENTLAB_DATA_MIRROR=../shared/datasets make bench      # offline
     make bench                                               # downloads MNIST
-    python bench/full_mnist.py --seeds 0 1 2 --set +experiment=best --tag best --twin
+    python bench/full_mnist.py --seeds 0 1 2 --variant vote=finetune.labels=vote --tag default
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> None:
     p.add_argument("--target", dest="targets", action="append", default=[],
                    help="dvc repro only this stage and what it needs, e.g. evaluate (the clustering branch)")
     p.add_argument("--twin", action="store_true", help="also score the finetuned method's raw-pixel twin "
-                   "(finetune.labels=pixels) per seed")
+                   "(finetune.labels=pixels, now the default itself) per seed")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
                    help="per seed, also score `finetuned` with these overrides under NAME (re-runs the "
                    "self-labelling only), e.g. long=finetune.epochs=10 (repeatable)")
