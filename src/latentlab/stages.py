@@ -135,7 +135,8 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     the cluster stage's most reliable assignments of the fitted images (judged by their
     latent neighbours; under finetune.labels=consensus only where the pixels' UMAP
     baseline in ``baselines`` agrees; under vote every image, its label split between the
-    two where they disagree), then every scored image relabelled by it."""
+    two where they disagree; under pixels, the default, the pixels' UMAP baseline alone), then
+    every scored image relabelled by it."""
     from sklearn.neighbors import NearestNeighbors
 
     from latentlab import finetune as ft
