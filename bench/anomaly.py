@@ -59,7 +59,7 @@ def run_one(cfg: dict, normal: list[int], seed: int, ds) -> dict:
     t = cfg["train"]
     t0 = time.perf_counter()
     fit = training.fit(split.x_fit, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
-                       batch_size=t["batch_size"], max_epochs=t["max_epochs"], val_fraction=t["val_fraction"],
+                       batch_size=t["batch_size"], max_epochs=a["max_epochs"], val_fraction=t["val_fraction"],
                        patience=t["patience"], min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], seed=seed)
     train_s = time.perf_counter() - t0
     y = split.is_anomaly

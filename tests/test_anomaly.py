@@ -199,13 +199,15 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
 
     cfg = OmegaConf.to_container(compose([*TINY, "anomaly=leave_out", "anomaly.train_contamination=0.05",
                                           "anomaly.threshold=percentile", "anomaly.percentile=90",
-                                          "anomaly.anomaly_fraction=null", "anomaly.score=recon+mahalanobis"]),
+                                          "anomaly.anomaly_fraction=null", "anomaly.score=recon+mahalanobis",
+                                          "anomaly.max_epochs=3"]),
                                  resolve=True)
     validate(cfg)
     data, model, hist, scores = (tmp_path / f for f in ("p.npz", "m.pt", "h.csv", "s.npz"))
     stages.download(cfg, data)
     line = stages.anomaly_train(cfg, data, model, hist)
     assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
+    assert ": 3 epochs on " in line  # anomaly.max_epochs, not the clustering's train.max_epochs (5 in TINY)
     stages.anomaly_score(cfg, data, model, scores)
     with np.load(scores) as s:
         # 9s are the anomalies; the threshold flags ~10% of validation normals

@@ -82,6 +82,7 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     (["anomaly.train_contamination=0.5"], "anomaly.train_contamination must be a number in [0.0, 0.5), got 0.5"),
     (["anomaly.train_contamination=-0.1"], "anomaly.train_contamination must be a number in [0.0, 0.5), got -0.1"),
     (["anomaly.score=lof"], "anomaly.score must be one of"),
+    (["anomaly.max_epochs=0"], "anomaly.max_epochs must be an int >= 1, got 0"),
     (["anomaly.error=l1"], "anomaly.error must be one of ['mse', 'max', 'ssim'], got 'l1'"),
     (["anomaly.target_fpr=0"], "anomaly.target_fpr must be a number in (0.0, 1.0), got 0"),
     (["anomaly.anomaly_fraction=0.7"], "anomaly.anomaly_fraction must be a number in (0.0, 0.5], got 0.7"),

@@ -207,6 +207,7 @@ def _validate_anomaly(cfg, dataset: str) -> None:
     if _get(cfg, "anomaly.anomaly_fraction") is not None:
         _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "anomaly.draws", 1, 1000)
+    _int(cfg, "anomaly.max_epochs", 1)
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
     _choice(cfg, "anomaly.error", RECON_ERRORS)
