@@ -17,7 +17,8 @@ from test_pipeline import _copy_project, _dvc
 BIN = Path(sys.executable).parent
 # The README's example (conf/experiment/wine.yaml) unlabelled (the cultivar column is text
 # and left out), with fewer epochs.
-WINE = ["+experiment=wine", "data.label=null", "train.max_epochs=30", "finetune.epochs=10",
+WINE = ["+experiment=wine", "data.label=null", "train.max_epochs=30", "anomaly.max_epochs=30",
+        "finetune.epochs=10",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2", "evaluate.plot_points=100"]
 
 

@@ -8,7 +8,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from latentlab.clustering import fit_predict, pipeline_params
+from latentlab.clustering import exact_neighbors, fit_predict, pipeline_params
 from latentlab.config import compose
 from latentlab.errors import ConfigError
 from latentlab.metrics import cluster_accuracy
@@ -35,6 +35,27 @@ def test_every_pipeline_recovers_separated_clusters(blobs, preset):
     labels, _, pipe, _ = fit_predict(x, x, "test", **{**_params(*preset), "k": 6})
     assert labels.shape == (len(x),) and labels.dtype == np.int64
     assert cluster_accuracy(y, labels) > 0.99, preset
+
+
+def test_exact_neighbors_match_scikit_learn():
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(0).normal(size=(3000, 12)).astype(np.float32)
+    idx, dist = exact_neighbors(x, 15, rows=700)  # blocks that do not divide N
+    d_ref, i_ref = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
+    assert idx.shape == dist.shape == (3000, 15)
+    assert (idx[:, 0] == np.arange(len(x))).all() and np.allclose(dist[:, 0], 0, atol=1e-3)
+    assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-3)
+
+
+def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():
+    # Above umap-learn's own all-distances size: without the exact graph it would run NN-descent.
+    x, y = make_blobs(n_samples=5000, n_features=10, centers=5, cluster_std=2.0, random_state=1)
+    x = x.astype(np.float32)
+    labels, _, pipe, _ = fit_predict(x, x, "test", **{**_params("cluster=n2d"), "k": 5})
+    idx, dist, index = pipe[-2].precomputed_knn
+    assert index is None and idx.shape == (5000, 20) and (idx[:, 0] == np.arange(5000)).all()
+    assert cluster_accuracy(y, labels) > 0.99
 
 
 def test_n2d_is_deterministic_for_a_seed(blobs):

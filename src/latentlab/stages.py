@@ -208,9 +208,9 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     Under train_test also the manifold step's assignments of the fitted images
     (``fit_raw_umap``), for finetune.labels=consensus / vote / pixels.
 
-    The UMAP recipe and the two k-means run in two processes side by side: seeded UMAP
-    keeps to one core, so on two cores the k-means cost no wall time (MNIST: ~140 s
-    instead of ~190). joblib's workers get one thread each."""
+    The UMAP recipe and the two k-means run in two processes side by side, one thread
+    each (joblib's workers): seeded UMAP keeps to one core anyway, so on two cores the
+    k-means take the other instead of queueing behind it."""
     from joblib import Parallel, delayed
 
     from latentlab.clustering import assign, pipeline_params, pixels
