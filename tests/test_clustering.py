@@ -41,11 +41,13 @@ def test_exact_neighbors_match_scikit_learn():
     from sklearn.neighbors import NearestNeighbors
 
     x = np.random.default_rng(0).normal(size=(3000, 12)).astype(np.float32)
-    idx, dist = exact_neighbors(x, 15, rows=700)  # blocks that do not divide N
     d_ref, i_ref = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
-    assert idx.shape == dist.shape == (3000, 15)
-    assert (idx[:, 0] == np.arange(len(x))).all() and np.allclose(dist[:, 0], 0, atol=1e-3)
-    assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-3)
+    # tiles that do not divide N, square ones, one tile of every column, columns fewer than k
+    for rows, cols in ((700, 900), (1000, 1000), (3000, 3000), (512, 7)):
+        idx, dist = exact_neighbors(x, 15, rows=rows, cols=cols)
+        assert idx.shape == dist.shape == (3000, 15)
+        assert (idx[:, 0] == np.arange(len(x))).all() and np.allclose(dist[:, 0], 0, atol=1e-3)
+        assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-3), (rows, cols)
 
 
 def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():

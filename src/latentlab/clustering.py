@@ -26,28 +26,40 @@ from latentlab.errors import ConfigError
 UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold for its all-distances path
 
 
-def exact_neighbors(x: np.ndarray, k: int, rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbors(x: np.ndarray, k: int, rows: int = 512, cols: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows of x (N, D), itself among them (distance 0): indices
-    (N, k) int64 and euclidean distances (N, k) float32, nearest first; exact, by blocks
-    of pairwise distances (torch: both cores, ~300 MB a block at N = 70,000).
+    (N, k) int64 and euclidean distances (N, k) float32, nearest first; exact.
 
     For UMAP's ``precomputed_knn`` when it embeds every point it is fitted on: its own
     NN-descent is as good (99.98% of neighbours exact on MNIST) but spends ~50 s compiling
-    itself in every new process (the cluster stage on 70,000 latents: 178 s with this, 198 s
-    without)."""
+    itself in every new process. Computed in tiles of rows x cols squared distances (torch,
+    both cores), each tile's k best kept, then the best of those: a tile of 8 MB stays in
+    cache, where whole 70,000-wide rows of distances did not (70,000 x 10 latents: 16 s
+    tiled against 54 s for 1024 whole rows at a time; by the scratch timing in the README)."""
     import torch
 
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    sq = (xt * xt).sum(1)
-    idx = np.empty((len(x), k), np.int64)
-    dist = np.empty((len(x), k), np.float32)
+    n, sq = len(xt), (xt * xt).sum(1)
+    k = min(k, n)
+    idx = np.empty((n, k), np.int64)
+    dist = np.empty((n, k), np.float32)
     with torch.inference_mode():
-        for i in range(0, len(x), rows):
-            block = xt[i:i + rows]
-            d2 = (sq[i:i + rows, None] - 2 * block @ xt.T + sq[None, :]).clamp_(min=0)
-            d2[torch.arange(len(block)), torch.arange(i, i + len(block))] = -1  # itself first, whatever ties
-            d, j = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            idx[i:i + rows], dist[i:i + rows] = j.numpy(), d.clamp_(min=0).sqrt_().numpy()
+        for i in range(0, n, rows):
+            block, near, which = xt[i:i + rows], [], []
+            for j in range(0, n, cols):
+                # |a - b|^2 without the row's own |a|^2, which does not change its order
+                d2 = torch.addmm(sq[None, j:j + cols], block, xt[j:j + cols].T, alpha=-2)
+                lo, hi = max(i, j), min(i + len(block), j + cols)
+                if lo < hi:  # the tile holds some of its rows' own points: each itself first, whatever ties
+                    r = torch.arange(lo, hi)
+                    d2[r - i, r - j] = -float("inf")
+                d, c = torch.topk(d2, min(k, d2.shape[1]), dim=1, largest=False)
+                near.append(d)
+                which.append(c + j)
+            d, pos = torch.topk(torch.cat(near, 1), k, dim=1, largest=False, sorted=True)
+            d = (d + sq[i:i + rows, None]).clamp_(min=0).sqrt_()
+            idx[i:i + rows] = torch.gather(torch.cat(which, 1), 1, pos).numpy()
+            dist[i:i + rows] = d.numpy()
     return idx, dist
 
 
