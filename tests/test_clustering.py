@@ -107,6 +107,7 @@ def test_train_test_protocol_assigns_unseen_points(blobs):
     ("cluster.manifold=tsne", "cluster.manifold must be one of ['none', 'umap'], got 'tsne'"),
     ("cluster.algorithm=dbscan", "cluster.algorithm must be one of ['kmeans', 'gmm'], got 'dbscan'"),
     ("cluster.umap.n_neighbors=1", "cluster.umap.n_neighbors must be an int in [2, 1000], got 1"),
+    ("cluster.umap.n_epochs=0", "cluster.umap.n_epochs must be an int in [1, 10000] or null, got 0"),
     ("cluster.umap.min_dist=-0.1", "cluster.umap.min_dist must be a number in [0.0, 1.0], got -0.1"),
     ("cluster.covariance_type=round", "cluster.covariance_type must be one of"),
     ("cluster.max_fit=5", "cluster.max_fit=5 must be at least cluster.k=10"),

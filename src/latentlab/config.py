@@ -225,6 +225,7 @@ def _validate_manifold(cfg) -> None:
     _choice(cfg, "cluster.manifold", MANIFOLDS)
     _int(cfg, "cluster.umap.n_components", 1, 100)
     _int(cfg, "cluster.umap.n_neighbors", 2, 1000)
+    _int(cfg, "cluster.umap.n_epochs", 1, 10_000, optional=True)
     _float(cfg, "cluster.umap.min_dist", 0.0, 1.0)
     _choice(cfg, "cluster.umap.metric", ("euclidean", "cosine", "manhattan", "correlation"))
     _choice(cfg, "cluster.algorithm", ALGORITHMS)
