@@ -14,7 +14,7 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The default test suite (what CI runs): 22.6 min in a fresh clone on 2 idle cores; most of it
+# The default test suite (what CI runs): 45-57 min in a fresh clone on 2 cores; most of it
 # real DVC pipelines and sweeps.
 test: uv
 	$(RUN) pytest
