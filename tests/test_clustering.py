@@ -50,6 +50,18 @@ def test_exact_neighbors_match_scikit_learn():
         assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-3), (rows, cols)
 
 
+def test_umap_layout_epochs_reach_umap_learn():
+    from latentlab.clustering import make_manifold
+
+    default = _params("cluster=n2d")["umap"]
+    assert make_manifold(default, 0).n_epochs == 100  # the default's, from conf/cluster
+    assert make_manifold({**default, "n_epochs": None}, 0).n_epochs is None  # umap-learn picks
+    x, _ = make_blobs(n_samples=300, n_features=5, centers=3, random_state=0)
+    pipe = fit_predict(x.astype(np.float32), x.astype(np.float32), "test",
+                       **{**_params("cluster=n2d", "cluster.umap.n_epochs=7"), "k": 3}).pipeline
+    assert pipe[-2].n_epochs == 7 and pipe[-2].embedding_.shape == (300, 10)
+
+
 def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():
     # Above umap-learn's own all-distances size: without the exact graph it would run NN-descent.
     x, y = make_blobs(n_samples=5000, n_features=10, centers=5, cluster_std=2.0, random_state=1)

@@ -89,7 +89,7 @@ def make_manifold(umap: Mapping[str, Any], seed: int):
     from umap import UMAP
 
     return UMAP(n_components=umap["n_components"], n_neighbors=umap["n_neighbors"], min_dist=umap["min_dist"],
-                metric=umap["metric"], n_epochs=umap.get("n_epochs"), random_state=seed, n_jobs=1)
+                metric=umap["metric"], n_epochs=umap["n_epochs"], random_state=seed, n_jobs=1)
 
 
 def make_clusterer(*, k: int, algorithm: str, n_init: int, max_iter: int, seed: int, n: int,
