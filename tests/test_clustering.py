@@ -50,6 +50,17 @@ def test_exact_neighbors_match_scikit_learn():
         assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-3), (rows, cols)
 
 
+def test_exact_cosine_neighbors_match_scikit_learn():
+    from sklearn.neighbors import NearestNeighbors
+
+    from latentlab.clustering import exact_cosine_neighbors
+
+    x = np.random.default_rng(1).normal(size=(2000, 8)).astype(np.float32) * 5
+    d_ref, i_ref = NearestNeighbors(n_neighbors=10, metric="cosine", algorithm="brute").fit(x).kneighbors(x)
+    idx, dist = exact_cosine_neighbors(x, 10, rows=300, cols=700)
+    assert (idx == i_ref).mean() > 0.999 and np.allclose(dist, d_ref, atol=1e-4)
+
+
 def test_umap_layout_epochs_reach_umap_learn():
     from latentlab.clustering import make_manifold
 
@@ -70,6 +81,11 @@ def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():
     idx, dist, index = pipe[-2].precomputed_knn
     assert index is None and idx.shape == (5000, 20) and (idx[:, 0] == np.arange(5000)).all()
     assert cluster_accuracy(y, labels) > 0.99
+    # cosine too, in its own distance (1 - cos: at most 2, where euclidean ones here reach ~10)
+    labels, _, pipe, _ = fit_predict(x, x, "cos", **{**_params("cluster=n2d", "cluster.umap.metric=cosine"), "k": 5})
+    idx, dist, index = pipe[-2].precomputed_knn
+    assert index is None and (idx[:, 0] == np.arange(5000)).all() and dist.max() <= 2
+    assert cluster_accuracy(y, labels) > 0.95
 
 
 def test_n2d_is_deterministic_for_a_seed(blobs):

@@ -63,19 +63,31 @@ def exact_neighbors(x: np.ndarray, k: int, rows: int = 512, cols: int = 4096) ->
     return idx, dist
 
 
+def exact_cosine_neighbors(x: np.ndarray, k: int, **tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    """``exact_neighbors`` under umap-learn's cosine distance, 1 - cos(a, b): on rows scaled
+    to unit length, |a - b|^2 / 2 is exactly that, and orders neighbours the same way. A zero
+    row stays zero (at distance 0.5 from every unit row; umap-learn would say 1)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    idx, dist = exact_neighbors(x / np.maximum(norm, np.finfo(np.float32).tiny), k, **tiles)
+    return idx, dist * dist / 2
+
+
+EXACT_GRAPHS = {"euclidean": exact_neighbors, "cosine": exact_cosine_neighbors}
+
+
 def _embed_all(pre: Pipeline, x: np.ndarray) -> np.ndarray:
     """``pre`` (scaling, PCA, UMAP: the pipeline before its clusterer) fitted on x (N, D),
-    x transformed; a euclidean UMAP gets the exact neighbour graph (``exact_neighbors``).
-    Only for a fit whose own points are the scored ones: nothing calls its ``transform``
-    later, which would need NN-descent's index."""
+    x transformed; a euclidean or cosine UMAP gets the exact neighbour graph
+    (``EXACT_GRAPHS``). Only for a fit whose own points are the scored ones: nothing calls
+    its ``transform`` later, which would need NN-descent's index."""
     manifold = pre[-1]
     # Below UMAP_EXACT_BELOW points umap-learn computes every distance itself, uncompiled.
-    if manifold == "passthrough" or manifold.metric != "euclidean" or len(x) < UMAP_EXACT_BELOW:
+    if manifold == "passthrough" or manifold.metric not in EXACT_GRAPHS or len(x) < UMAP_EXACT_BELOW:
         return pre.fit_transform(x)
     import warnings
 
     xp = pre[:-1].fit_transform(x)
-    manifold.precomputed_knn = (*exact_neighbors(xp, manifold.n_neighbors), None)
+    manifold.precomputed_knn = (*EXACT_GRAPHS[manifold.metric](xp, manifold.n_neighbors), None)
     with warnings.catch_warnings():  # "transform will be unavailable": by design here
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
         return manifold.fit_transform(xp)
