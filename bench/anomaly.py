@@ -52,13 +52,14 @@ def pixel_baseline(split, n_components: int = 50, seed: int = 0) -> np.ndarray:
 
 def run_one(cfg: dict, normal: list[int], seed: int, ds) -> dict:
     from latentlab import anomaly, training
+    from latentlab.config import task_model
 
     a = cfg["anomaly"]
     split = anomaly.make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol="one_class",
                                classes=normal, anomaly_fraction=None, val_fraction=a["val_fraction"], seed=seed)
     t = cfg["train"]
     t0 = time.perf_counter()
-    fit = training.fit(split.x_fit, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
+    fit = training.fit(split.x_fit, model=task_model(cfg, "anomaly"), optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                        batch_size=t["batch_size"], max_epochs=a["max_epochs"], val_fraction=t["val_fraction"],
                        patience=t["patience"], min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], seed=seed)
     train_s = time.perf_counter() - t0

@@ -83,6 +83,7 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     (["anomaly.train_contamination=-0.1"], "anomaly.train_contamination must be a number in [0.0, 0.5), got -0.1"),
     (["anomaly.score=lof"], "anomaly.score must be one of"),
     (["anomaly.max_epochs=0"], "anomaly.max_epochs must be an int >= 1, got 0"),
+    (["anomaly.latent_dim=0"], "anomaly.latent_dim must be an int >= 1 or null, got 0"),
     (["anomaly.error=l1"], "anomaly.error must be one of ['mse', 'max', 'ssim'], got 'l1'"),
     (["anomaly.target_fpr=0"], "anomaly.target_fpr must be a number in (0.0, 1.0), got 0"),
     (["anomaly.anomaly_fraction=0.7"], "anomaly.anomaly_fraction must be a number in (0.0, 0.5], got 0.7"),
@@ -92,6 +93,17 @@ def test_anomaly_settings_are_checked_before_any_work(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(compose(overrides))
     assert message in str(err.value)
+
+
+def test_the_anomaly_branch_keeps_its_own_bottleneck():
+    from latentlab.config import task_model
+
+    cfg = compose(["model.latent_dim=32"])
+    assert task_model(cfg, "cluster")["latent_dim"] == 32
+    assert task_model(cfg, "anomaly") == {**cfg.model, "latent_dim": cfg.anomaly.latent_dim}
+    none = compose(["model.latent_dim=32", "anomaly.latent_dim=null"])
+    validate(none)
+    assert task_model(none, "anomaly")["latent_dim"] == 32  # null: the model's
 
 
 def test_both_anomaly_protocols_compose():

@@ -119,6 +119,9 @@ def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeli
 
 def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     import mlflow
+    import numpy as np
+
+    from latentlab import models
 
     repo, _, uri = pipeline
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -127,6 +130,10 @@ def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
     assert run.info.run_name == "mnist-mlp-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
+    # its own bottleneck (anomaly.latent_dim), whatever model.latent_dim the clustering trains
+    assert run.data.params["model.latent_dim"] == "10" == run.data.params["anomaly.latent_dim"]
+    z, _ = models.encode(models.load(repo / "outputs/anomaly/train/model.pt"), np.zeros((2, 1, 28, 28), np.uint8))
+    assert z.shape == (2, 10)
     m = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert run.data.metrics["test/auroc"] == pytest.approx(m["test"]["auroc"])
     assert run.data.metrics["unbalanced/f1"] == pytest.approx(m["unbalanced"]["f1"])

@@ -208,6 +208,7 @@ def _validate_anomaly(cfg, dataset: str) -> None:
         _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "anomaly.draws", 1, 1000)
     _int(cfg, "anomaly.max_epochs", 1)
+    _int(cfg, "anomaly.latent_dim", 1, optional=True)
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
     _choice(cfg, "anomaly.error", RECON_ERRORS)
@@ -328,6 +329,17 @@ def validate(cfg: Mapping[str, Any]) -> None:
         exp = _get(cfg, key)
         if not isinstance(exp, str) or not exp.strip():
             raise ConfigError(f"{key} must be a non-empty string, got {exp!r}")
+
+
+def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The autoencoder config a task trains. The anomaly branch keeps its own bottleneck
+    (``anomaly.latent_dim``; null = ``model.latent_dim``): a tight one is its signal, since
+    unfamiliar images then reconstruct badly, where clustering wants room for neighbourhoods."""
+    model = dict(cfg["model"])
+    own = cfg.get("anomaly", {}).get("latent_dim") if task == "anomaly" else None
+    if own is not None:
+        model["latent_dim"] = own
+    return model
 
 
 def write_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> None:

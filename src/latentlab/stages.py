@@ -56,12 +56,13 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
 
 
 def _fit(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, history_out: Path, max_epochs: int,
-         what: str = "images", augment: Mapping[str, float] | None = None) -> str:
+         what: str = "images", augment: Mapping[str, float] | None = None, task: str = "cluster") -> str:
     from latentlab import history, tracking, training
+    from latentlab.config import task_model
 
     tracking.check_server()  # the run is logged at the end: an unreachable server fails now, not then
     t = cfg["train"]
-    result = training.fit(x, model=cfg["model"], optimizer=cfg["optimizer"], trainer=cfg["trainer"],
+    result = training.fit(x, model=task_model(cfg, task), optimizer=cfg["optimizer"], trainer=cfg["trainer"],
                           batch_size=t["batch_size"], max_epochs=max_epochs,
                           val_fraction=t["val_fraction"], patience=t["patience"],
                           min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], augment=augment,
@@ -380,7 +381,7 @@ def anomaly_train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_o
     split = anomaly_split(cfg, Prepared.load(data))
     leak = f", {split.n_contaminated} of them anomalies" if split.n_contaminated else ""
     return _fit(cfg, split.x_fit, model_out, history_out, cfg["anomaly"]["max_epochs"],
-                f"normal images (classes {split.normal_classes}{leak})")
+                f"normal images (classes {split.normal_classes}{leak})", task="anomaly")
 
 
 def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) -> str:
