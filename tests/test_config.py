@@ -33,7 +33,7 @@ def cfg():
     ("model.latent_dim", 2.5, "model.latent_dim must be an int >= 1, got 2.5"),
     ("model._target_", "os.system", "model._target_ must be one of"),
     ("cluster.k", 1, "cluster.k must be an int >= 2, got 1"),
-    ("cluster.pca", 11, "cluster.pca=11 components must be in [1, model.latent_dim=10]"),
+    ("cluster.pca", 33, "cluster.pca=33 components must be in [1, model.latent_dim=32]"),
     ("cluster.pca", 1.5, "cluster.pca=1.5 as an explained-variance fraction must be in (0, 1)"),
     ("protocol", "test", "protocol must be one of ['all', 'train_test'], got 'test'"),
     ("train.batch_size", 0, "train.batch_size must be an int >= 1, got 0"),
@@ -58,10 +58,13 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     import subprocess
     import sys
 
+    import yaml
+
     p = tmp_path / "params.yaml"
-    text = (ROOT / "params.yaml").read_text().replace("latent_dim: 10", "latent_dim: 0")
-    p.write_text(text)
-    with pytest.raises(ConfigError, match="latent_dim must be an int >= 1, got 0"):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"]["latent_dim"] = 0
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(ConfigError, match="^model.latent_dim must be an int >= 1, got 0"):
         load_params(p)
     # Through a stage script: one clear line, exit code 2, no traceback, no output.
     r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "train.py"), "--data", "x.npz",

@@ -184,7 +184,7 @@ def test_mlflow_run_holds_everything(pipeline):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.latent_dim"] == "10" and run.data.params["data.max_train"] == "1500"
+    assert run.data.params["model.latent_dim"] == "32" and run.data.params["data.max_train"] == "1500"
     assert run.data.tags["dataset_sha256"] and len(run.data.tags["git_commit"]) == 40
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert run.data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
