@@ -9,7 +9,7 @@ is computed from it, beside a raw-pixel baseline (LOF on a 50-component PCA, the
 reference's strong case). Writes bench/results/anomaly-<tag>.json and a Markdown table.
 
     uv run --frozen python bench/anomaly.py                      # default config
-    uv run --frozen python bench/anomaly.py --tag conv model=conv model.latent_dim=16
+    uv run --frozen python bench/anomaly.py --tag conv model=conv anomaly.latent_dim=16
     uv run --frozen python bench/anomaly.py --sets 0-6 --seeds 0 1 2
 """
 
