@@ -140,11 +140,21 @@ def test_conv_classifier_on_consensus_labels_corrects_and_reloads(noisy_digits, 
     agree = ft.consensus(noisy, other)
     assert cluster_accuracy(y[agree], noisy[agree]) > 0.85
     result = _run(noisy_digits, classifier="conv", candidates=agree, fraction=1.0, epochs=4, lr=3e-3,
-                  lr_schedule="onecycle", label_smoothing=0.1)
+                  lr_schedule="onecycle", label_smoothing=0.1, channels=(16, 32))
     assert result.rounds[0]["n_used"] == agree.sum()
     assert isinstance(result.net, ft.ConvNet) and cluster_accuracy(y, result.labels) > 0.9
+    assert [m.out_channels for m in result.net.net if isinstance(m, torch.nn.Conv2d)] == [16, 32]
     ft.save(result, ae_model=tmp_path / "unused.pt", path=tmp_path / "conv.pt")  # needs no autoencoder
-    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "conv.pt"), x).argmax(1), result.labels)
+    loaded = ft.load(tmp_path / "conv.pt")
+    assert loaded.channels == (16, 32)
+    np.testing.assert_array_equal(ft.predict_proba(loaded, x).argmax(1), result.labels)
+
+
+def test_conv_classifier_widths_must_fit_the_images():
+    assert ft.ConvNet((1, 28, 28), k=10, channels=(8, 8, 8))(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match=r"finetune.channels=\[8, 8, 8, 8, 8\]: 5 pooling blocks need images "
+                                          r"of at least 32x32, got 28x28"):
+        ft.ConvNet((1, 28, 28), k=10, channels=(8, 8, 8, 8, 8))
 
 
 def test_conv_classifier_needs_images():

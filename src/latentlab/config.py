@@ -306,6 +306,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _validate_manifold(cfg)
     _int(cfg, "finetune.rounds", 0, 20)
     _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
+    _int_list(cfg, "finetune.channels")
     _choice(cfg, "finetune.labels", FINETUNE_LABELS)
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)

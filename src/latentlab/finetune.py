@@ -15,7 +15,7 @@ import copy
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,22 +80,30 @@ class Classifier(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """A fresh small CNN, (N, C, H, W) -> (N, k) logits: two 3x3 conv + max-pool blocks,
-    a 128-unit hidden layer with dropout. Images only. Measured on full MNIST (seed 0):
-    trained on the AE/pixel consensus it reaches 0.985 ACC where the encoder + head
-    reaches 0.978; it learns shapes the autoencoder's code has blurred."""
+    """A fresh small CNN, (N, C, H, W) -> (N, k) logits: a 3x3 conv + ReLU + 2x2 max-pool
+    block per entry of ``channels`` (its width), then a 128-unit hidden layer with dropout.
+    Images only. Measured on full MNIST (seed 0): trained on the AE/pixel consensus it
+    reaches 0.985 ACC where the encoder + head reaches 0.978; it learns shapes the
+    autoencoder's code has blurred. The widths are ``finetune.channels``: (16, 32) trains
+    2.5x faster a step than (32, 64) on this CPU, where the first block's 28x28 maps cost most."""
 
-    def __init__(self, input_shape: tuple[int, ...], k: int) -> None:
+    def __init__(self, input_shape: tuple[int, ...], k: int, channels: Sequence[int] = (32, 64)) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ConfigError(f"finetune.classifier=conv needs images (C, H, W), got inputs of shape "
                               f"{tuple(input_shape)}; use finetune.classifier=encoder")
         c, h, w = input_shape
-        self.input_shape, self.k = tuple(input_shape), k
-        self.net = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, k))
+        scale = 2 ** len(channels)
+        if h < scale or w < scale:
+            raise ConfigError(f"finetune.channels={list(channels)}: {len(channels)} pooling blocks need images of at "
+                              f"least {scale}x{scale}, got {h}x{w}")
+        self.input_shape, self.k, self.channels = tuple(input_shape), k, tuple(channels)
+        layers: list[nn.Module] = []
+        for width in channels:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c = width
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * (h // scale) * (w // scale), 128), nn.ReLU(),
+                                 nn.Dropout(0.3), nn.Linear(128, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -190,11 +198,12 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
                augment: Mapping[str, float], seed: int, latent_dim: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, classifier: str = "encoder",
                candidates: np.ndarray | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine", min_steps: int = 0, soft: np.ndarray | None = None) -> SelfLabelResult:
+               lr_schedule: str = "cosine", min_steps: int = 0, soft: np.ndarray | None = None,
+               channels: Sequence[int] = (32, 64)) -> SelfLabelResult:
     """Train a classifier on x's most reliable pseudo-labels and relabel x, ``rounds`` times.
 
     ``classifier``: "encoder" (a copy of ``ae``'s encoder + a linear head) or "conv" (a
-    fresh ``ConvNet``). Each round trains on the ``fraction`` most reliable members of
+    fresh ``ConvNet`` with block widths ``channels``). Each round trains on the ``fraction`` most reliable members of
     every cluster (the previous round's predictions after the first) and relabels all
     of x. ``neighbors`` (N, n): indices of each point's nearest neighbours in latent
     space, for ``reliability``. ``candidates`` (N,) bool: the first round draws only from
@@ -219,7 +228,7 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     if classifier == "auto":  # a CNN learns images best; feature vectors have only the encoder
         classifier = "conv" if x.ndim == 4 else "encoder"
     net = (Classifier(copy.deepcopy(ae.encoder), latent_dim, k) if classifier == "encoder"
-           else ConvNet(tuple(x.shape[1:]), k))
+           else ConvNet(tuple(x.shape[1:]), k, channels))
     data = torch.from_numpy(np.ascontiguousarray(x))
     trainer_args = {key: v for key, v in (trainer or {}).items()
                     if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")}
@@ -260,7 +269,7 @@ def save(result: SelfLabelResult, ae_model: str | Path, path: str | Path) -> Non
     payload: dict[str, Any] = {"rounds": result.rounds, "state_dict": None}
     if isinstance(result.net, ConvNet):
         payload.update(classifier="conv", input_shape=list(result.net.input_shape), k=result.net.k,
-                       state_dict=result.net.state_dict())
+                       channels=list(result.net.channels), state_dict=result.net.state_dict())
     elif result.net is not None:
         hp = torch.load(ae_model, map_location="cpu", weights_only=True)["hyper_parameters"]
         payload.update(classifier="encoder", autoencoder_hparams=hp, k=result.net.head.out_features,
@@ -278,7 +287,8 @@ def load(path: str | Path) -> nn.Module:
     if ckpt["state_dict"] is None:
         raise ConfigError(f"{path} holds no classifier: it was written with finetune.rounds=0")
     if ckpt.get("classifier") == "conv":
-        net: nn.Module = ConvNet(tuple(ckpt["input_shape"]), ckpt["k"])
+        # checkpoints written before finetune.channels existed hold the (32, 64) network
+        net: nn.Module = ConvNet(tuple(ckpt["input_shape"]), ckpt["k"], ckpt.get("channels", (32, 64)))
     else:
         hp = ckpt["autoencoder_hparams"]
         ae = build(hp["model"], tuple(hp["input_shape"]))

@@ -177,7 +177,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
                            trainer=cfg["trainer"], latent_dim=cfg["model"]["latent_dim"],
                            classifier=f["classifier"], candidates=candidates,
                            label_smoothing=f["label_smoothing"], lr_schedule=f["lr_schedule"],
-                           min_steps=f["min_steps"], soft=soft)
+                           min_steps=f["min_steps"], soft=soft, channels=f["channels"])
     if result.net is None:
         labels = score_labels
     elif x_score is x_fit:
