@@ -7,6 +7,7 @@ rewrites it on ``dvc exp run``). Stages read ``params.yaml`` because plain
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,19 @@ def _validate_source(cfg, name: str) -> None:
         _choice(cfg, "data.channels", (1, 3))
 
 
+def _validate_cnn(cfg, dataset: str, classifier: str, channels: list[int]) -> None:
+    """The self-labelling CNN halves the image per conv block: fail here, not after training,
+    when the images (a built-in dataset's, or data.size) are too small for its blocks."""
+    if classifier == "encoder":
+        return
+    side = math.isqrt(INPUT_DIMS[dataset]) if dataset in INPUT_DIMS else None
+    if dataset == "images" and _get(cfg, "data.size") is not None:
+        side = min(_get(cfg, "data.size"))
+    if side is not None and 2 ** len(channels) > side:
+        raise ConfigError(f"finetune.channels={channels}: {len(channels)} pooling blocks need images of at least "
+                          f"{2 ** len(channels)}x{2 ** len(channels)}, but {dataset} images are {side} pixels a side")
+
+
 def _validate_anomaly(cfg, dataset: str) -> None:
 
     protocol = _choice(cfg, "anomaly.protocol", ANOMALY_PROTOCOLS)
@@ -305,8 +319,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
     _validate_manifold(cfg)
     _int(cfg, "finetune.rounds", 0, 20)
-    _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
-    _int_list(cfg, "finetune.channels")
+    classifier = _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
+    _validate_cnn(cfg, name, classifier, _int_list(cfg, "finetune.channels"))
     _choice(cfg, "finetune.labels", FINETUNE_LABELS)
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
