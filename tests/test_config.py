@@ -45,7 +45,7 @@ def cfg():
     ("finetune.channels", [], "finetune.channels must be a non-empty list of positive ints, got []"),
     ("finetune.channels", [16, 0], "finetune.channels must be a non-empty list of positive ints, got [16, 0]"),
     ("finetune.channels", [8, 8, 8, 8, 8], "finetune.channels=[8, 8, 8, 8, 8]: 5 pooling blocks need images of at "
-                                          "least 32x32, but mnist images are 28 pixels a side"),
+                                          "least 32x32, got 28x28"),
 ])
 def test_invalid_values_name_key_and_value(cfg, key, value, message):
     with pytest.raises(ConfigError) as err:

@@ -191,17 +191,25 @@ def _validate_source(cfg, name: str) -> None:
         _choice(cfg, "data.channels", (1, 3))
 
 
+def check_cnn_fits(channels, h: int, w: int) -> None:
+    """The self-labelling CNN halves the image per conv block (``finetune.channels``): images
+    of h x w must hold all its blocks. Shared by validation and ``finetune.ConvNet``."""
+    scale = 2 ** len(channels)
+    if h < scale or w < scale:
+        raise ConfigError(f"finetune.channels={list(channels)}: {len(channels)} pooling blocks need images of at "
+                          f"least {scale}x{scale}, got {h}x{w}")
+
+
 def _validate_cnn(cfg, dataset: str, classifier: str, channels: list[int]) -> None:
-    """The self-labelling CNN halves the image per conv block: fail here, not after training,
-    when the images (a built-in dataset's, or data.size) are too small for its blocks."""
+    """Fail here, not after training, when the images (a built-in dataset's, or data.size)
+    are known and too small for the CNN; other image sizes are checked when it is built."""
     if classifier == "encoder":
         return
-    side = math.isqrt(INPUT_DIMS[dataset]) if dataset in INPUT_DIMS else None
-    if dataset == "images" and _get(cfg, "data.size") is not None:
-        side = min(_get(cfg, "data.size"))
-    if side is not None and 2 ** len(channels) > side:
-        raise ConfigError(f"finetune.channels={channels}: {len(channels)} pooling blocks need images of at least "
-                          f"{2 ** len(channels)}x{2 ** len(channels)}, but {dataset} images are {side} pixels a side")
+    if dataset in INPUT_DIMS:
+        side = math.isqrt(INPUT_DIMS[dataset])
+        check_cnn_fits(channels, side, side)
+    elif dataset == "images" and _get(cfg, "data.size") is not None:
+        check_cnn_fits(channels, *_get(cfg, "data.size"))
 
 
 def _validate_anomaly(cfg, dataset: str) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from latentlab.config import FINETUNE_CLASSIFIERS as CLASSIFIERS
+from latentlab.config import check_cnn_fits
 from latentlab.errors import ConfigError
 from latentlab.models import Autoencoder, is_images, random_affine, to_float
 
@@ -93,10 +94,8 @@ class ConvNet(nn.Module):
             raise ConfigError(f"finetune.classifier=conv needs images (C, H, W), got inputs of shape "
                               f"{tuple(input_shape)}; use finetune.classifier=encoder")
         c, h, w = input_shape
+        check_cnn_fits(channels, h, w)
         scale = 2 ** len(channels)
-        if h < scale or w < scale:
-            raise ConfigError(f"finetune.channels={list(channels)}: {len(channels)} pooling blocks need images of at "
-                              f"least {scale}x{scale}, got {h}x{w}")
         self.input_shape, self.k, self.channels = tuple(input_shape), k, tuple(channels)
         layers: list[nn.Module] = []
         for width in channels:
