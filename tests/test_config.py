@@ -113,6 +113,22 @@ def test_the_anomaly_branch_keeps_its_own_bottleneck():
     assert task_model(none, "anomaly")["latent_dim"] == 32  # null: the model's
 
 
+@pytest.mark.parametrize("override", ["model.latent_dim=5", "++model.latent_dim=5"])
+def test_an_override_the_anomaly_task_would_ignore_is_refused(override):
+    from latentlab.config import check_overrides
+
+    cfg = compose(["task=anomaly", override])
+    with pytest.raises(ConfigError) as err:
+        check_overrides(cfg, ["task=anomaly", override])
+    assert (f"{override} has no effect under task=anomaly: the anomaly branch trains anomaly.latent_dim=10"
+            in str(err.value))
+    # Where it does reach the model, or the task does not read anomaly.latent_dim, it passes.
+    check_overrides(compose(["task=anomaly", override, "anomaly.latent_dim=null"]),
+                    ["task=anomaly", override, "anomaly.latent_dim=null"])
+    check_overrides(compose([override]), [override])
+    check_overrides(cfg, ["task=anomaly", "anomaly.latent_dim=5", "model.hidden=[64]"])
+
+
 def test_both_anomaly_protocols_compose():
     one = compose([]).anomaly
     assert (one.protocol, list(one.normal), one.anomalous) == ("one_class", [0], None)

@@ -130,6 +130,14 @@ def test_single_run_rejects_a_bad_value_before_any_work(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
 
 
+def test_a_latent_size_the_anomaly_task_would_ignore_is_refused_before_any_work(tmp_path):
+    r = latentlab(tmp_path, "task=anomaly", "model.latent_dim=5", check=False)
+    assert r.returncode == 2
+    assert ("error: model.latent_dim=5 has no effect under task=anomaly: the anomaly branch trains "
+            "anomaly.latent_dim=10" in r.stderr)
+    assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
+
+
 def test_a_failed_job_does_not_stop_the_sweep_and_fails_the_parent(tmp_path):
     r = latentlab(tmp_path, "-m", *TINY_SWEEP, "model.latent_dim=0,3", check=False)
     assert r.returncode != 0

@@ -354,6 +354,23 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"{key} must be a non-empty string, got {exp!r}")
 
 
+def check_overrides(cfg: Mapping[str, Any], overrides: list[str]) -> None:
+    """Refuse command-line overrides that the run's task would silently ignore.
+
+    Under ``task=anomaly`` the autoencoder's bottleneck is ``anomaly.latent_dim`` (see
+    ``task_model``): a ``model.latent_dim=5,10,20`` sweep would train the same model
+    three times and look like a finding.
+    """
+    own = cfg.get("anomaly", {}).get("latent_dim")
+    if cfg.get("task") != "anomaly" or own is None:
+        return
+    for o in overrides:
+        if o.lstrip("+~").split("=", 1)[0] == "model.latent_dim":
+            raise ConfigError(f"{o} has no effect under task=anomaly: the anomaly branch trains "
+                              f"anomaly.latent_dim={own}; override anomaly.latent_dim instead "
+                              f"(null: follow model.latent_dim)")
+
+
 def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     """The autoencoder config a task trains. The anomaly branch keeps its own bottleneck
     (``anomaly.latent_dim``; null = ``model.latent_dim``): a tight one is its signal, since

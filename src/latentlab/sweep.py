@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from latentlab import stages, tracking
-from latentlab.config import project_root, validate
+from latentlab.config import check_overrides, project_root, validate
 
 PARENT_FILE = "mlflow_parent_run_id"
 CACHE_ENV = "LATENTLAB_SWEEP_CACHE"
@@ -183,6 +183,7 @@ def job(cfg: DictConfig) -> dict[str, Any]:
 
     hc = HydraConfig.get()
     plain = OmegaConf.to_container(cfg, resolve=True)
+    check_overrides(plain, list(hc.overrides.task))
     parent = None
     tags = {"hydra.overrides": " ".join(hc.overrides.task) or "(none)"}
     if hc.mode == RunMode.MULTIRUN:
