@@ -14,8 +14,8 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The default test suite (what CI runs): 45-57 min in a fresh clone on 2 cores; most of it
-# real DVC pipelines and sweeps.
+# The default test suite (what CI runs): about 27 min alone in a fresh clone on 2 cores
+# (README, Tests); most of it real DVC pipelines and sweeps.
 test: uv
 	$(RUN) pytest
 
