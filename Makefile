@@ -14,7 +14,7 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The default test suite (what CI runs): about 27 min alone in a fresh clone on 2 cores
+# The default test suite (what CI runs): 18-28 min alone in a fresh clone on 2 cores
 # (README, Tests); most of it real DVC pipelines and sweeps.
 test: uv
 	$(RUN) pytest
