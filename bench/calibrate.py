@@ -42,11 +42,11 @@ def _cfg(seed: int, overrides: list[str]) -> dict:
 
 
 def _data(work: Path, cfg: dict) -> Path:
-    from latentlab import stages
+    from latentlab.stages.download import download
 
     path = work / "prepared.npz"
     if not path.exists():
-        stages.download(cfg, path)
+        download(cfg, path)
     return path
 
 
@@ -64,7 +64,9 @@ def _record(row: dict) -> None:
 
 
 def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
-    from latentlab import stages
+    from latentlab.stages.cluster import cluster
+    from latentlab.stages.embed import embed
+    from latentlab.stages.train import train
     from latentlab.metrics import scores
 
     cfg = _cfg(seed, overrides)
@@ -72,11 +74,11 @@ def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if not (out / "model.pt").exists():  # a tag names one trained autoencoder
-        print(stages.train(cfg, data, out / "model.pt", out / "history.csv"), flush=True)
+        print(train(cfg, data, out / "model.pt", out / "history.csv"), flush=True)
     train_s = time.perf_counter() - t
-    stages.embed(cfg, data, out / "model.pt", out / "latents.npz")
+    embed(cfg, data, out / "model.pt", out / "latents.npz")
     t = time.perf_counter()
-    print(stages.cluster(cfg, out / "latents.npz", out / "cluster.npz"), flush=True)
+    print(cluster(cfg, out / "latents.npz", out / "cluster.npz"), flush=True)
     with np.load(out / "cluster.npz") as c:
         s = scores(_labels(data), c["autoencoder"])
     _record({"what": "cluster", "tag": tag, "seed": seed, "overrides": overrides, "train_s": round(train_s),
@@ -85,17 +87,18 @@ def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
 def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     from latentlab import finetune as ft
-    from latentlab import stages
+    from latentlab.stages.baselines import baselines
+    from latentlab.stages.finetune import finetune
     from latentlab.metrics import scores
 
     cfg = _cfg(seed, overrides)
     data, out = _data(work, cfg), work / tag
     base = work / f"baselines-{seed}.npz"  # the pixels' clusters: they do not depend on the autoencoder
     if not base.exists():
-        print(stages.baselines(cfg, data, base), flush=True)
+        print(baselines(cfg, data, base), flush=True)
     name = "-".join(o.replace("/", "_") for o in overrides) or "default"
     t = time.perf_counter()
-    print(stages.finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
+    print(finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
                           out / f"finetune-{name}.npz", out / f"classifier-{name}.pt", baselines=base), flush=True)
     y = _labels(data)
     with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b:

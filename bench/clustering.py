@@ -63,11 +63,11 @@ def _score_all(x: np.ndarray, y: np.ndarray, cluster: dict, seed: int, pca: int 
             # Raw pixels: k-means alone and on their PCA (the published baselines).
             for nm, p in (("kmeans", None), ("pca_kmeans", pca)):
                 t = time.perf_counter()
-                labels, *_ = fit_predict(x, x, nm, **{**pipeline_params(cluster, seed), **over, "pca": p})
+                labels, *_ = fit_predict(x, None, nm, **{**pipeline_params(cluster, seed), **over, "pca": p})
                 out[nm] = {**scores(y, labels), "seconds": round(time.perf_counter() - t, 1)}
             continue
         t = time.perf_counter()
-        labels, *_ = fit_predict(x, x, name, **{**pipeline_params(cluster, seed), **over, "pca": pca})
+        labels, *_ = fit_predict(x, None, name, **{**pipeline_params(cluster, seed), **over, "pca": pca})
         out[name] = {**scores(y, labels), "seconds": round(time.perf_counter() - t, 1)}
     return out
 
@@ -75,17 +75,22 @@ def _score_all(x: np.ndarray, y: np.ndarray, cluster: dict, seed: int, pca: int 
 def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
     """Train on all 70,000 images (`protocol: all`) with this seed, score the pipelines
     named, then the config's own cluster and finetune stages (the `finetuned` row)."""
-    from latentlab import stages
+    from latentlab.stages.baselines import baselines
+    from latentlab.stages.cluster import cluster
+    from latentlab.stages.download import download
+    from latentlab.stages.embed import embed
+    from latentlab.stages.finetune import finetune
+    from latentlab.stages.train import train
     from latentlab.metrics import scores
 
     cfg = {**cfg, "seed": seed}
     data = work / "prepared.npz"
     if not data.exists():
-        stages.download(cfg, data)
+        download(cfg, data)
     t = time.perf_counter()
-    print(stages.train(cfg, data, work / f"model-{seed}.pt", work / f"history-{seed}.csv"), flush=True)
+    print(train(cfg, data, work / f"model-{seed}.pt", work / f"history-{seed}.csv"), flush=True)
     train_s = time.perf_counter() - t
-    stages.embed(cfg, data, work / f"model-{seed}.pt", work / f"latents-{seed}.npz")
+    embed(cfg, data, work / f"model-{seed}.pt", work / f"latents-{seed}.npz")
     with np.load(work / f"latents-{seed}.npz") as z:
         lat = np.concatenate([z["z_train"], z["z_test"]])
         mse = float(np.concatenate([z["mse_train"], z["mse_test"]]).mean())
@@ -98,16 +103,16 @@ def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
            "scores": _score_all(lat, y, cfg["cluster"], seed, pca=None, names=[n for n in names if n != own])}
     assigned, tuned = work / f"cluster-{seed}.npz", work / f"finetune-{seed}.npz"
     t = time.perf_counter()
-    print(stages.cluster(cfg, work / f"latents-{seed}.npz", assigned), flush=True)
+    print(cluster(cfg, work / f"latents-{seed}.npz", assigned), flush=True)
     with np.load(assigned) as c:
         row["scores"]["autoencoder"] = {**scores(y, c["autoencoder"]), "seconds": round(time.perf_counter() - t, 1)}
     if own in names:
         row["scores"][own] = row["scores"]["autoencoder"]
     base = work / f"baselines-{seed}.npz"  # the pixels' clusters, which finetune.labels=vote/consensus use
     if cfg["finetune"]["labels"] != "reliable" and not base.exists():
-        print(stages.baselines(cfg, data, base), flush=True)
+        print(baselines(cfg, data, base), flush=True)
     t = time.perf_counter()
-    print(stages.finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
+    print(finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
                           work / f"classifier-{seed}.pt", baselines=base if base.exists() else None), flush=True)
     with np.load(tuned) as f:
         row["scores"]["finetuned"] = {**scores(y, f["finetuned"]), "seconds": round(time.perf_counter() - t, 1)}
@@ -115,13 +120,13 @@ def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
 
 
 def raw_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
-    from latentlab import stages
+    from latentlab.stages.download import download
     from latentlab.clustering import pixels
     from latentlab.data import Prepared
 
     data = work / "prepared.npz"
     if not data.exists():
-        stages.download(cfg, data)
+        download(cfg, data)
     _, _, x, y = Prepared.load(data).split("all")
     return {"seed": seed, "scores": _score_all(pixels(x), y, cfg["cluster"], seed,
                                                pca=cfg["baselines"]["pca_components"], names=names)}

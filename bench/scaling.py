@@ -64,9 +64,9 @@ def one(case: str, n: int) -> dict:
 
     x, y = latents(n)
     if case.startswith("n2d"):  # numba compiles UMAP (and NN-descent, used above 4096 points) on first use
-        fit_predict(x[:6000], x[:6000], "warm-up", **pipeline_params(cfg["cluster"], 0))
+        fit_predict(x[:6000], None, "warm-up", **pipeline_params(cfg["cluster"], 0))
     t = time.perf_counter()
-    labels, *_ = fit_predict(x, x, case, **pipeline_params(cfg["cluster"], 0))
+    labels, *_ = fit_predict(x, None, case, **pipeline_params(cfg["cluster"], 0))
     sec = time.perf_counter() - t
     return {"case": case, "n": n, "seconds": round(sec, 1), "acc": round(scores(y, labels)["acc"], 4),
             "peak_gib": peak_gib()}
@@ -78,8 +78,8 @@ def anomaly(cfg: dict, n: int) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from latentlab.anomaly import features
-    from latentlab.stages import anomaly_scorer
+    from latentlab.anomaly import error_for, features
+    from latentlab.anomaly import scorer_for
 
     torch.manual_seed(0)
     net = instantiate(cfg["model"], input_shape=(1, 28, 28)).eval()
@@ -88,8 +88,8 @@ def anomaly(cfg: dict, n: int) -> dict:
     fit, val = x[:9_000], x[9_000:10_000]
     t = time.perf_counter()
     with torch.inference_mode():
-        f_fit, f_val, f_all = (features(net, part, cfg["anomaly"]["error"]) for part in (fit, val, x))
-    scores = anomaly_scorer(cfg).fit(f_fit, f_val).score_samples(f_all)
+        f_fit, f_val, f_all = (features(net, part, error_for(cfg["anomaly"]["error"], x.ndim == 4)) for part in (fit, val, x))
+    scores = scorer_for(cfg["anomaly"]).fit(f_fit, f_val).score_samples(f_all)
     return {"seconds": round(time.perf_counter() - t, 1), "acc": None, "flagged": round(float(
         (scores > np.quantile(scores[:10_000], 0.99)).mean()), 4)}
 

@@ -191,7 +191,10 @@ def test_anomaly_figures(tmp_path):
 def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_path, tiny_cfg):
     """The three anomaly stages in process: leave-out of digit 9, 5% of the training pool
     anomalies, a percentile threshold, no unbalanced draws."""
-    from latentlab import stages
+    from latentlab.stages.anomaly_evaluate import anomaly_evaluate
+    from latentlab.stages.anomaly_score import anomaly_score
+    from latentlab.stages.anomaly_train import anomaly_train
+    from latentlab.stages.download import download
     from latentlab.config import compose, validate
     from omegaconf import OmegaConf
 
@@ -204,16 +207,16 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
                                  resolve=True)
     validate(cfg)
     data, model, hist, scores = (tmp_path / f for f in ("p.npz", "m.pt", "h.csv", "s.npz"))
-    stages.download(cfg, data)
-    line = stages.anomaly_train(cfg, data, model, hist)
+    download(cfg, data)
+    line = anomaly_train(cfg, data, model, hist)
     assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
     assert ": 3 epochs on " in line  # anomaly.max_epochs, not the clustering's train.max_epochs (5 in TINY)
-    stages.anomaly_score(cfg, data, model, scores)
+    anomaly_score(cfg, data, model, scores)
     with np.load(scores) as s:
         # 9s are the anomalies; the threshold flags ~10% of validation normals
         assert (s["is_anomaly"] == (s["y"] == 9)).all() and len(s["y"]) == 500
         assert 0.05 < (s["val_scores"] > s["threshold"]).mean() <= 0.12
-    stages.anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/plots",
+    anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/plots",
                             tmp_path / "e")
     m = json.loads((tmp_path / "e/metrics.json").read_text())
     assert m["protocol"] == "leave_out" and m["normal_classes"] == list(range(9))

@@ -32,7 +32,7 @@ def blobs():
                                     ["cluster=kmeans", "cluster.pca=5", "cluster.standardize=true"]])
 def test_every_pipeline_recovers_separated_clusters(blobs, preset):
     x, y = blobs
-    labels, _, pipe, _ = fit_predict(x, x, "test", **{**_params(*preset), "k": 6})
+    labels, _, pipe, _ = fit_predict(x, None, "test", **{**_params(*preset), "k": 6})
     assert labels.shape == (len(x),) and labels.dtype == np.int64
     assert cluster_accuracy(y, labels) > 0.99, preset
 
@@ -68,7 +68,7 @@ def test_umap_layout_epochs_reach_umap_learn():
     assert make_manifold(default, 0).n_epochs == 100  # the default's, from conf/cluster
     assert make_manifold({**default, "n_epochs": None}, 0).n_epochs is None  # umap-learn picks
     x, _ = make_blobs(n_samples=300, n_features=5, centers=3, random_state=0)
-    pipe = fit_predict(x.astype(np.float32), x.astype(np.float32), "test",
+    pipe = fit_predict(x.astype(np.float32), None, "test",
                        **{**_params("cluster=n2d", "cluster.umap.n_epochs=7"), "k": 3}).pipeline
     assert pipe[-2].n_epochs == 7 and pipe[-2].embedding_.shape == (300, 10)
 
@@ -77,12 +77,12 @@ def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():
     # Above umap-learn's own all-distances size: without the exact graph it would run NN-descent.
     x, y = make_blobs(n_samples=5000, n_features=10, centers=5, cluster_std=2.0, random_state=1)
     x = x.astype(np.float32)
-    labels, _, pipe, _ = fit_predict(x, x, "test", **{**_params("cluster=n2d"), "k": 5})
+    labels, _, pipe, _ = fit_predict(x, None, "test", **{**_params("cluster=n2d"), "k": 5})
     idx, dist, index = pipe[-2].precomputed_knn
     assert index is None and idx.shape == (5000, 20) and (idx[:, 0] == np.arange(5000)).all()
     assert cluster_accuracy(y, labels) > 0.99
     # cosine too, in its own distance (1 - cos: at most 2, where euclidean ones here reach ~10)
-    labels, _, pipe, _ = fit_predict(x, x, "cos", **{**_params("cluster=n2d", "cluster.umap.metric=cosine"), "k": 5})
+    labels, _, pipe, _ = fit_predict(x, None, "cos", **{**_params("cluster=n2d", "cluster.umap.metric=cosine"), "k": 5})
     idx, dist, index = pipe[-2].precomputed_knn
     assert index is None and (idx[:, 0] == np.arange(5000)).all() and dist.max() <= 2
     assert cluster_accuracy(y, labels) > 0.95
@@ -91,8 +91,8 @@ def test_umap_of_every_fitted_point_is_built_on_the_exact_graph():
 def test_n2d_is_deterministic_for_a_seed(blobs):
     x, _ = blobs
     p = {**_params("cluster=n2d"), "k": 6}
-    a, *_ = fit_predict(x, x, "a", **p)
-    b, *_ = fit_predict(x.copy(), x.copy(), "b", **p)
+    a, *_ = fit_predict(x, None, "a", **p)
+    b, *_ = fit_predict(x.copy(), None, "b", **p)
     assert np.array_equal(a, b)
 
 
@@ -100,7 +100,7 @@ def test_n2d_is_deterministic_for_a_seed(blobs):
 def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys, assign_rest):
     x, y = blobs
     p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000, "assign_rest": assign_rest}
-    labels, typ, pipe, _ = fit_predict(x, x, "sampled", **p)
+    labels, typ, pipe, _ = fit_predict(x, None, "sampled", **p)
     assert "on 1000x40" in capsys.readouterr().out
     assert len(labels) == len(x) == len(typ) and cluster_accuracy(y, labels) > 0.99
     assert np.isfinite(typ).all()
@@ -109,19 +109,19 @@ def test_large_inputs_fit_on_a_sample_and_assign_every_point(blobs, capsys, assi
 def test_neighbour_assignment_keeps_the_fitted_samples_own_labels(blobs):
     x, _ = blobs
     p = {**_params("cluster=n2d"), "k": 6, "max_fit": 1000, "seed": 3}
-    labels, typ, pipe, _ = fit_predict(x, x, "sampled", **p)
+    labels, typ, pipe, _ = fit_predict(x, None, "sampled", **p)
     pick = np.sort(np.random.default_rng(3).choice(len(x), size=1000, replace=False))
     xt = pipe[:-1].transform(x[pick])  # not the fit's own embedding, but the same clusters
     assert adjusted_rand_score(labels[pick], pipe[-1].predict(xt)) > 0.99
     with pytest.raises(ConfigError, match="cluster.assign_rest must be one of .*got 'nearest'"):
-        fit_predict(x, x, "bad", **{**p, "assign_rest": "nearest"})
+        fit_predict(x, None, "bad", **{**p, "assign_rest": "nearest"})
 
 
 def test_kmeans_switches_to_minibatch_above_the_threshold(blobs):
     x, y = blobs
-    labels, _, pipe, _ = fit_predict(x, x, "mb", **{**_params("cluster=kmeans"), "k": 6, "minibatch_above": 1000})
+    labels, _, pipe, _ = fit_predict(x, None, "mb", **{**_params("cluster=kmeans"), "k": 6, "minibatch_above": 1000})
     assert isinstance(pipe.named_steps["cluster"], MiniBatchKMeans)
-    full, *_ = fit_predict(x, x, "full", **{**_params("cluster=kmeans"), "k": 6})
+    full, *_ = fit_predict(x, None, "full", **{**_params("cluster=kmeans"), "k": 6})
     assert adjusted_rand_score(labels, full) > 0.99
 
 

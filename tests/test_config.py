@@ -71,8 +71,8 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     with pytest.raises(ConfigError, match="^model.latent_dim must be an int >= 1, got 0"):
         load_params(p)
     # Through a stage script: one clear line, exit code 2, no traceback, no output.
-    r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "train.py"), "--data", "x.npz",
-                        "--model", "m.pt", "--history", "h.csv"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "latentlab.stages.train", "--data", "x.npz",
+                        "--model-out", "m.pt", "--history-out", "h.csv"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: model.latent_dim must be an int >= 1, got 0"
     assert not (tmp_path / "m.pt").exists()
@@ -91,7 +91,7 @@ def test_bad_params_file_fails_before_any_work(tmp_path, capsys):
     (["anomaly.score=lof"], "anomaly.score must be one of"),
     (["anomaly.max_epochs=0"], "anomaly.max_epochs must be an int >= 1, got 0"),
     (["anomaly.latent_dim=0"], "anomaly.latent_dim must be an int >= 1 or null, got 0"),
-    (["anomaly.error=l1"], "anomaly.error must be one of ['mse', 'max', 'ssim'], got 'l1'"),
+    (["anomaly.error=l1"], "anomaly.error must be one of ['auto', 'mse', 'max', 'ssim'], got 'l1'"),
     (["anomaly.target_fpr=0"], "anomaly.target_fpr must be a number in (0.0, 1.0), got 0"),
     (["anomaly.anomaly_fraction=0.7"], "anomaly.anomaly_fraction must be a number in (0.0, 0.5], got 0.7"),
     (["task=detect"], "task must be one of ['cluster', 'anomaly'], got 'detect'"),
@@ -139,11 +139,12 @@ def test_both_anomaly_protocols_compose():
 
 
 def test_too_few_normal_images_fail_before_training(tmp_path, tiny_cfg):
-    from latentlab import stages
+    from latentlab.stages.anomaly_train import anomaly_train
+    from latentlab.stages.download import download
 
     cfg = {**tiny_cfg, "data": {**tiny_cfg["data"], "max_train": 300}}
     data = tmp_path / "prepared.npz"
-    stages.download(cfg, data)
+    download(cfg, data)
     with pytest.raises(ConfigError, match=r"only \d+ normal training images \(classes \[0\]\); at least 64"):
-        stages.anomaly_train(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv")
+        anomaly_train(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv")
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "history.csv").exists()

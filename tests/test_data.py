@@ -54,7 +54,7 @@ def test_truncated_file_names_file_and_expected_checksum(mirror, tmp_path):
 
 
 def test_corrupt_file_stage_leaves_no_output(mirror, tmp_path, tiny_cfg):
-    from latentlab import stages
+    from latentlab.stages.download import download
 
     bad = _copy_mirror(mirror, tmp_path / "mirror")
     f = bad / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -64,7 +64,7 @@ def test_corrupt_file_stage_leaves_no_output(mirror, tmp_path, tiny_cfg):
     tiny_cfg["data"]["mirror"] = str(bad)
     out = tmp_path / "out" / "prepared.npz"
     with pytest.raises(DataError, match="train-images-idx3-ubyte is corrupt"):
-        stages.download(tiny_cfg, out)
+        download(tiny_cfg, out)
     assert not out.exists()
 
 

@@ -24,7 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY, with_value
-from latentlab import stages
+from latentlab.stages.download import download
+from latentlab.stages.common import run
+from latentlab.stages.train import train
 from latentlab.errors import ConfigError, DataError
 
 BIN = Path(sys.executable).parent
@@ -97,7 +99,7 @@ def test_an_unreachable_tracking_server_fails_before_training(tmp_path, tiny_cfg
     url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     data = tmp_path / "prepared.npz"
-    stages.download(tiny_cfg, data)
+    download(tiny_cfg, data)
     params = tmp_path / "params.yaml"
     import yaml
 
@@ -105,7 +107,7 @@ def test_an_unreachable_tracking_server_fails_before_training(tmp_path, tiny_cfg
     model = tmp_path / "train" / "model.pt"
     t = time.monotonic()
     with pytest.raises(SystemExit) as exit_:
-        stages.run(stages.train, data, model, tmp_path / "train" / "history.csv", params=params)
+        run(train, data, model, tmp_path / "train" / "history.csv", params=params)
     assert exit_.value.code == 2 and time.monotonic() - t < 30
     err = capsys.readouterr().err
     assert f"the MLflow tracking server {url} (MLFLOW_TRACKING_URI) is unreachable" in err
@@ -169,7 +171,7 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, tiny_c
     blocker.write_text("a file where the output folder should be")
     t = time.monotonic()
     with pytest.raises(SystemExit) as exit_:
-        stages.run(stages.download, blocker / "data" / "prepared.npz", params=params)
+        run(download, blocker / "data" / "prepared.npz", params=params)
     assert exit_.value.code == 2 and time.monotonic() - t < 10
     err = capsys.readouterr().err
     assert f"cannot write {blocker / 'data' / 'prepared.npz'} (out)" in err and "nothing was run" in err
@@ -196,7 +198,7 @@ def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(tmp_path, tin
     params.write_text(yaml.safe_dump(tiny_cfg))
     out = full_disk / "prepared.npz"
     with pytest.raises(SystemExit) as exit_:
-        stages.run(stages.download, out, params=params)
+        run(download, out, params=params)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err

@@ -78,13 +78,13 @@ def test_bad_tables_are_clear_errors(tmp_path, make, kw, message):
 
 
 def test_fewer_rows_than_clusters_is_a_clear_error_before_training(tmp_path, tiny_cfg):
-    from latentlab import stages
+    from latentlab.stages.train import train
 
     with pytest.raises(ConfigError, match="cluster.k=10 is larger than the 6 samples"):
-        clustering.fit_predict(np.zeros((6, 2)), np.zeros((6, 2)), "x", k=10, n_init=1, max_iter=10, seed=0)
+        clustering.fit_predict(np.zeros((6, 2)), None, "x", k=10, n_init=1, max_iter=10, seed=0)
     _prep(_table(tmp_path, a=np.arange(8.0), b=np.arange(8.0) % 3)).save(tmp_path / "d.npz")
     with pytest.raises(LatentlabError, match="cluster.k=10 is larger than the 8 samples"):
-        stages.train(tiny_cfg, tmp_path / "d.npz", tmp_path / "m.pt", tmp_path / "h.csv")
+        train(tiny_cfg, tmp_path / "d.npz", tmp_path / "m.pt", tmp_path / "h.csv")
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -162,6 +162,6 @@ def test_select_k_finds_the_blobs():
 
     x, _ = make_blobs(n_samples=300, centers=4, cluster_std=0.5, random_state=0)
     for criterion in clustering.SELECT_K:
-        c = clustering.fit_predict(x, x, "blobs", k=10, n_init=2, max_iter=100, seed=0, select_k=criterion,
+        c = clustering.fit_predict(x, None, "blobs", k=10, n_init=2, max_iter=100, seed=0, select_k=criterion,
                                    k_range=[2, 7])
         assert len(np.unique(c.labels)) == 4 and set(c.k_scores) == set(range(2, 8)), criterion

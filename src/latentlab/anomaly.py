@@ -9,7 +9,9 @@ samples, ``predict`` (1 = anomaly).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,9 @@ from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
-from latentlab.config import ANOMALY_PROTOCOLS as PROTOCOLS
-from latentlab.config import ANOMALY_SCORES as SCORES
-from latentlab.config import RECON_ERRORS, THRESHOLDS
+from latentlab.choices import ANOMALY_PROTOCOLS as PROTOCOLS
+from latentlab.choices import ANOMALY_SCORES as SCORES
+from latentlab.choices import IMAGE_ONLY_ERRORS, RECON_ERRORS, THRESHOLDS, check
 from latentlab.errors import ConfigError
 
 
@@ -110,10 +112,8 @@ class AnomalyScorer(BaseEstimator):
         self.target_fpr = target_fpr
 
     def _validate(self, X: np.ndarray) -> np.ndarray:
-        if self.score not in SCORES:
-            raise ConfigError(f"anomaly score must be one of {list(SCORES)}, got {self.score!r}")
-        if self.threshold not in THRESHOLDS:
-            raise ConfigError(f"threshold must be one of {list(THRESHOLDS)}, got {self.threshold!r}")
+        check("anomaly.score", self.score, SCORES)
+        check("anomaly.threshold", self.threshold, THRESHOLDS)
         if not (isinstance(self.k, int) and self.k >= 1):
             raise ConfigError(f"k must be an int >= 1, got {self.k!r}")
         if not 0.0 < self.percentile < 100.0:
@@ -336,3 +336,32 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     return AnomalySplit(x_fit=x_train[np.sort(pool[n_val:])], x_val=x_train[np.sort(pool[:n_val])],
                         x_test=x_test[test], is_anomaly=test_anom[test].astype(np.int64), y_test=y_test[test],
                         normal_classes=normal, n_contaminated=n_leak)
+
+
+def error_for(error: str, images: bool) -> str:
+    """The reconstruction error ``anomaly.error`` names for this data: ``auto`` is ssim on
+    images (the best of bench/anomaly.py on one-class MNIST) and mse on feature vectors.
+    An image-only measure on vectors is refused, naming the value."""
+    if error == "auto":
+        return "ssim" if images else "mse"
+    check("anomaly.error", error, RECON_ERRORS)
+    if error in IMAGE_ONLY_ERRORS and not images:
+        raise ConfigError(f"anomaly.error={error} compares images, but these samples are feature vectors: "
+                          "use anomaly.error=auto, mse or max")
+    return error
+
+
+def split_for(a: Mapping[str, Any], seed: int, ds: Any) -> AnomalySplit:
+    """The ``anomaly`` config's normal training/validation samples and labelled test samples
+    (the whole held-out split) of a prepared dataset, seeded; ConfigError before any
+    training when a setting cannot apply to this data."""
+    error_for(a["error"], ds.is_images)
+    classes = {"one_class": a["normal"], "leave_out": a["anomalous"]}.get(a["protocol"], [])
+    return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=a["protocol"], classes=classes,
+                      anomaly_fraction=None, train_contamination=a["train_contamination"],
+                      val_fraction=a["val_fraction"], seed=seed)
+
+
+def scorer_for(a: Mapping[str, Any]) -> AnomalyScorer:
+    return AnomalyScorer(score=a["score"], k=a["k"], threshold=a["threshold"], percentile=a["percentile"],
+                         target_fpr=a["target_fpr"])

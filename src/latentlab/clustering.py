@@ -18,7 +18,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentlab.config import ALGORITHMS, ASSIGN_REST, MANIFOLDS, SELECT_K
+from latentlab.choices import ALGORITHMS, ASSIGN_REST, MANIFOLDS, SELECT_K, check
 from latentlab.errors import ConfigError
 
 
@@ -123,10 +123,8 @@ def make_pipeline(*, k: int, n_init: int, max_iter: int, seed: int, n: int, stan
                   minibatch_above: int = 100_000) -> Pipeline:
     """Optional z-scoring, optional PCA (components, or explained-variance fraction),
     optional UMAP, then the clusterer. ``n`` is the number of samples it will be fitted on."""
-    if manifold not in MANIFOLDS:
-        raise ConfigError(f"cluster.manifold must be one of {list(MANIFOLDS)}, got {manifold!r}")
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"cluster.algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+    check("cluster.manifold", manifold, MANIFOLDS)
+    check("cluster.algorithm", algorithm, ALGORITHMS)
     return Pipeline([
         ("scale", StandardScaler() if standardize else "passthrough"),
         ("pca", PCA(n_components=pca, random_state=seed) if pca is not None else "passthrough"),
@@ -219,11 +217,12 @@ def assign_by_neighbors(pre: Pipeline, x_fit: np.ndarray, fit_labels: np.ndarray
     return labels, conf
 
 
-def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: int | None = None,
+def fit_predict(x_fit: np.ndarray, x_score: np.ndarray | None, name: str, *, max_fit: int | None = None,
                 assign_rest: str = "neighbors", **params) -> Clustering:
     """Fit on x_fit (N, D), assign x_score (M, D); prints a progress line with timing.
 
-    When x_score is x_fit (the `all` protocol) the fit's own assignments are returned.
+    ``x_score`` None scores the fitted points themselves (the `all` protocol): the fit's
+    own assignments are returned.
     Above ``max_fit`` samples the pipeline is fitted on a seeded sample of that many: a
     UMAP graph over millions of points would cost hours for no better clusters. The
     points outside the sample are then placed by ``assign_rest``: ``neighbors`` (a vote
@@ -232,8 +231,7 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     predict; slower, see bench/scaling.py). Without UMAP every
     point is assigned by the fitted clusterer, which is exact and cheap.
     """
-    if assign_rest not in ASSIGN_REST:
-        raise ConfigError(f"cluster.assign_rest must be one of {list(ASSIGN_REST)}, got {assign_rest!r}")
+    check("cluster.assign_rest", assign_rest, ASSIGN_REST)
     criterion, k_range = params.pop("select_k", None), params.pop("k_range", None)
     k = params["k"] if criterion is None else k_range[0]
     if len(x_fit) < k:
@@ -242,7 +240,9 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     if isinstance(pca, int) and pca > min(x_fit.shape):
         raise ConfigError(f"PCA components {pca} for {name} exceed the data's dimension "
                           f"{x_fit.shape[1]} (or sample count {x_fit.shape[0]})")
-    same, pick = x_score is x_fit, None
+    same, pick = x_score is None, None
+    if same:
+        x_score = x_fit
     if max_fit is not None and len(x_fit) > max_fit:
         pick = np.sort(np.random.default_rng(params["seed"]).choice(len(x_fit), size=max_fit, replace=False))
         x_fit = x_fit[pick]
@@ -295,6 +295,12 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray, name: str, *, max_fit: i
     print(f"  {name}: {len(labels)} assigned in {time.perf_counter() - t:.1f}s "
           f"({type(last).__name__}, {iters})", flush=True)
     return Clustering(labels, conf, pipe)
+
+
+def fit_predict_many(x_fit: np.ndarray, x_score: np.ndarray | None,
+                     recipes: list[tuple[str, dict[str, Any]]]) -> dict[str, Clustering]:
+    """``fit_predict`` of each (name, params) in turn: one worker's share of several recipes."""
+    return {name: fit_predict(x_fit, x_score, name, **params) for name, params in recipes}
 
 
 def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from latentlab import metric_names as M
 from latentlab import tracking
-from latentlab.config import MODELS
+from latentlab.choices import MODELS
 from latentlab.errors import LatentlabError
 
 DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari",

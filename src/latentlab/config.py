@@ -14,36 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from latentlab.choices import (ACTIVATIONS, ALGORITHMS, ANOMALY_PROTOCOLS, ANOMALY_SCORES, ASSIGN_REST,
+                               AUGMENT_TARGETS, CLASSES, DATASETS, FILE_DATASETS, FINETUNE_CLASSIFIERS,
+                               FINETUNE_LABELS, FINETUNE_SCHEDULES, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
+                               PROTOCOLS, ANOMALY_ERRORS, IMAGE_ONLY_ERRORS, VECTOR_DATASETS, SCALINGS, SELECT_K, TASKS, THRESHOLDS, check)
 from latentlab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoencoder": "conv"}
-# Hydra instantiates `_target_`: only classes the project documents may be named.
-OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
-PROTOCOLS = ("all", "train_test")
-TASKS = ("cluster", "anomaly")
-# Choices the torch-side modules act on, named here so that validating a config (every
-# stage does, first) does not import torch: the cluster stage never needs it.
-ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "LeakyReLU", "tanh": "Tanh",
-               "silu": "SiLU"}  # config name -> torch.nn class
-FINETUNE_CLASSIFIERS = ("auto", "encoder", "conv")
-FINETUNE_LABELS = ("reliable", "consensus", "vote", "pixels")
-AUGMENT_TARGETS = ("augmented", "original")  # what the autoencoder reconstructs from an augmented image
-FINETUNE_SCHEDULES = ("cosine", "onecycle")
-MANIFOLDS = ("none", "umap")
-ALGORITHMS = ("kmeans", "gmm")
-SELECT_K = ("silhouette", "davies_bouldin", "calinski_harabasz")
-ASSIGN_REST = ("neighbors", "transform")
-ANOMALY_PROTOCOLS = ("one_class", "leave_out", "unsupervised")
-RECON_ERRORS = ("mse", "max", "ssim")
-ANOMALY_SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis")
-THRESHOLDS = ("percentile", "fpr")
-# Flattened input size and classes of each built-in dataset, to check PCA sizes and
-# anomaly classes before any work.
-INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
-CLASSES = {name: list(range(10)) for name in INPUT_DIMS}
-
 
 def project_root(start: str | Path | None = None) -> Path:
     """The repository root: the nearest folder holding dvc.yaml.
@@ -118,10 +95,7 @@ def _float(cfg, key: str, lo: float, hi: float, lo_open: bool = False, hi_open: 
 
 
 def _choice(cfg, key: str, choices) -> Any:
-    v = _get(cfg, key)
-    if v not in choices:
-        raise ConfigError(f"{key} must be one of {list(choices)}, got {v!r}")
-    return v
+    return check(key, _get(cfg, key), choices)
 
 
 def _int_list(cfg, key: str) -> list[int]:
@@ -159,9 +133,6 @@ def _str_or_null(cfg, key: str) -> str | None:
 def _validate_source(cfg, name: str) -> None:
     """The file datasets' keys (data=table | array | images); the file itself is checked
     when the download stage reads it."""
-    from latentlab.data import FILE_DATASETS
-    from latentlab.sources import SCALINGS
-
     path = _get(cfg, "data.path")
     if not isinstance(path, str) or not path.strip() or path == "set-data.path-to-your-file":
         what = {"table": "a .csv or .parquet file", "array": "a .npy or .npz file",
@@ -233,7 +204,10 @@ def _validate_anomaly(cfg, dataset: str) -> None:
     _int(cfg, "anomaly.latent_dim", 1, optional=True)
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
-    _choice(cfg, "anomaly.error", RECON_ERRORS)
+    error = _choice(cfg, "anomaly.error", ANOMALY_ERRORS)
+    if error in IMAGE_ONLY_ERRORS and dataset in VECTOR_DATASETS:
+        raise ConfigError(f"anomaly.error={error} compares images, but data.name={dataset} gives feature "
+                          "vectors: use anomaly.error=auto, mse or max")
     _choice(cfg, "anomaly.score", ANOMALY_SCORES)
     _int(cfg, "anomaly.k", 1, 1000)
     _choice(cfg, "anomaly.threshold", THRESHOLDS)
@@ -269,8 +243,6 @@ def _validate_manifold(cfg) -> None:
 
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError naming the first invalid key and its value."""
-    from latentlab.data import DATASETS
-
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     _int(cfg, "seed", 0)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlab.choices import DATASETS, FILE_DATASETS, TORCHVISION_DATASETS
 from latentlab.errors import DataError
+from latentlab.files import save_npz
 
 MIRROR_ENV = "LATENTLAB_DATA_MIRROR"
 CACHE_ENV = "LATENTLAB_CACHE"
@@ -42,9 +44,6 @@ RAW_SHA256 = {
     },
 }
 
-TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
-FILE_DATASETS = ("table", "array", "images")   # the user's own file or folder, at data.path
-DATASETS = (*TORCHVISION_DATASETS, "digits", *FILE_DATASETS)
 NO_LABEL = -1
 
 
@@ -95,18 +94,10 @@ class Prepared:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash never leaves a truncated artifact behind."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
-            tmp = Path(f.name)
-        try:
-            np.savez(tmp, x_train=self.x_train, y_train=self.y_train, x_test=self.x_test,
-                     y_test=self.y_test, ids_train=self.ids_train, ids_test=self.ids_test,
-                     rows_train=self.rows_train, rows_test=self.rows_test,
-                     meta=np.array(json.dumps(self.meta, sort_keys=True)))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        save_npz(path, x_train=self.x_train, y_train=self.y_train, x_test=self.x_test,
+                 y_test=self.y_test, ids_train=self.ids_train, ids_test=self.ids_test,
+                 rows_train=self.rows_train, rows_test=self.rows_test,
+                 meta=np.array(json.dumps(self.meta, sort_keys=True)))
 
     @classmethod
     def load(cls, path: str | Path) -> "Prepared":

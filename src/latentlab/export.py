@@ -15,8 +15,6 @@ pipeline's own table.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from latentlab.errors import ConfigError, DataError
+from latentlab.files import atomic
 
 FORMATS = ("csv", "parquet")
 
@@ -52,20 +51,14 @@ def table(ids: np.ndarray, clusters: np.ndarray, z: np.ndarray, score: np.ndarra
 
 def write(df, path: Path) -> None:
     """CSV or Parquet by the suffix, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".")
     if fmt not in FORMATS:
         raise ConfigError(f"assignments file {path}: format {fmt!r} is not one of {list(FORMATS)}")
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=f".tmp.{fmt}", delete=False) as f:
-        tmp = Path(f.name)
-    try:
+    with atomic(path) as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: Path):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from latentlab.config import FINETUNE_CLASSIFIERS as CLASSIFIERS
+from latentlab.choices import FINETUNE_CLASSIFIERS as CLASSIFIERS
+from latentlab.choices import check
 from latentlab.config import check_cnn_fits
 from latentlab.errors import ConfigError
+from latentlab.files import atomic
 from latentlab.models import Autoencoder, is_images, random_affine, to_float
 
 
@@ -217,8 +217,7 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     result = SelfLabelResult(net=None, labels=labels, confidence=np.ones(len(x), dtype=np.float32))
     if rounds == 0:
         return result
-    if classifier not in CLASSIFIERS:
-        raise ConfigError(f"finetune.classifier must be one of {list(CLASSIFIERS)}, got {classifier!r}")
+    check("finetune.classifier", classifier, CLASSIFIERS)
     if candidates is not None and len(candidates) != len(x):
         raise ConfigError(f"{len(x)} images but {len(candidates)} candidate flags")
     if soft is not None and soft.shape != (len(x), k):
@@ -273,9 +272,8 @@ def save(result: SelfLabelResult, ae_model: str | Path, path: str | Path) -> Non
         hp = torch.load(ae_model, map_location="cpu", weights_only=True)["hyper_parameters"]
         payload.update(classifier="encoder", autoencoder_hparams=hp, k=result.net.head.out_features,
                            latent_dim=result.net.head.in_features, state_dict=result.net.state_dict())
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        torch.save(payload, f)
-    os.replace(f.name, path)
+    with atomic(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: str | Path) -> nn.Module:

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from latentlab import metric_names as M
+from latentlab.files import write_csv
 
 
 def write(rows: list[dict[str, float]], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", M.TRAIN_LOSS, M.VAL_LOSS])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_csv(path, rows, ["epoch", M.TRAIN_LOSS, M.VAL_LOSS])
 
 
 def read(path: str | Path) -> list[dict[str, float]]:

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentlab import config
+from latentlab.choices import ACTIVATIONS as ACTIVATION_NAMES
+from latentlab.choices import MODELS, check
 
-ACTIVATIONS = {name: getattr(nn, cls) for name, cls in config.ACTIVATIONS.items()}
+ACTIVATIONS = {name: getattr(nn, cls) for name, cls in ACTIVATION_NAMES.items()}
 
 
 class Autoencoder(nn.Module):
@@ -144,11 +145,7 @@ def build(model: dict[str, Any], input_shape: tuple[int, ...]) -> Autoencoder:
     its code on load, so ``_target_`` is checked first."""
     from hydra.utils import instantiate
 
-    target = model.get("_target_")
-    if target not in config.MODELS:
-        from latentlab.errors import ConfigError
-
-        raise ConfigError(f"model._target_ must be one of {list(config.MODELS)}, got {target!r}")
+    check("model._target_", model.get("_target_"), MODELS)
     return instantiate(model, input_shape=tuple(input_shape))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,15 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from latentlab import metric_names as M  # noqa: E402
+from latentlab.files import atomic  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -73,6 +73,35 @@ def anomaly_extremes(images: np.ndarray, recons: np.ndarray, scores: np.ndarray,
     mark = {1: " A", 0: " N"}  # anything else: no label says
     captions = [f"{scores[i]:.3g}{mark.get(int(is_anomaly[i]), '')}" for i in top]
     return _image_rows(rows, path, captions)
+
+
+def vector_extremes(x: np.ndarray, recons: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray,
+                    path: str | Path, n: int = 3) -> Path:
+    """Feature vectors (N, D): the n most and n least anomalous test samples, each a panel
+    of its (scaled) features as bars and the autoencoder's reconstruction as a line; the
+    title gives the score and, where labels say, whether it is an anomaly (A) or normal (N)."""
+    order = np.argsort(scores)
+    rows = [("most anomalous", order[::-1][:n]), ("least anomalous", order[:n])]
+    n = max(len(r) for _, r in rows)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 4.8), sharey=True, squeeze=False)
+    mark = {1: ", A", 0: ", N"}
+    d = np.arange(x.shape[1])
+    for r, (name, idx) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            if c >= len(idx):
+                ax.axis("off")
+                continue
+            i = idx[c]
+            ax.bar(d, x[i], color="0.7", label="sample")
+            ax.plot(d, recons[i], color="C3", lw=1.2, label="reconstruction")
+            ax.set_title(f"{name}: {scores[i]:.3g}{mark.get(int(is_anomaly[i]), '')}", fontsize=8)
+            ax.set_xlabel("feature", fontsize=7)
+            ax.tick_params(labelsize=6)
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("anomaly score (A: anomaly, N: normal, by the labels)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def score_histogram(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float, path: str | Path,

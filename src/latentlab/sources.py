@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlab.choices import SCALINGS, check
 from latentlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SCALINGS = ("standard", "minmax", "none")
 
 
 @dataclass
@@ -218,8 +218,7 @@ class Scaler:
 
     @classmethod
     def fit(cls, kind: str, x: np.ndarray) -> "Scaler":
-        if kind not in SCALINGS:
-            raise DataError(f"data.scaling must be one of {list(SCALINGS)}, got {kind!r}")
+        check("data.scaling", kind, SCALINGS)
         d = x.shape[1]
         if kind == "standard":
             center, scale = x.mean(0), x.std(0)

@@ -1,32 +1,41 @@
 """The whole pipeline in one process, for Hydra sweeps, and the sweep's MLflow parent run.
 
 DVC runs the stages as separate processes and caches their outputs; a Hydra sweep
-runs them back to back in each job, in the job's own folder, calling the same
-functions in ``latentlab.stages``. What every job of a sweep would compute alike (the
-prepared dataset; the raw-pixel baselines for a seed) is computed once into a cache
-shared by all jobs and sweeps, under a file lock so that parallel jobs wait rather
-than race.
+runs the same stage functions back to back in each job, in the job's own folder. The
+stages, their order, inputs and params come from ``dvc.yaml`` (``latentlab.dag``), not
+from a copy here. What every job of a sweep computes alike (``SHARED``: the prepared
+dataset, the raw-input baselines) is computed once into a cache shared by all jobs and
+sweeps, keyed by the params the stage reads, its inputs' keys and a fingerprint of the
+code it runs, under a file lock so that parallel jobs wait rather than race.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from latentlab import stages, tracking
+from latentlab import dag, tracking
 from latentlab.config import check_overrides, project_root, validate
+from latentlab.stages.common import parse_args, timed
 
 PARENT_FILE = "mlflow_parent_run_id"
 CACHE_ENV = "LATENTLAB_SWEEP_CACHE"
+# The last stage of each task's branch: the runner runs it and every stage it needs.
+TARGETS = {"cluster": "evaluate", "anomaly": "anomaly_evaluate"}
+# Stages that read neither the model nor its params: computed once per key for every job.
+SHARED = ("download", "baselines")
+# Where the files come from does not change them (they are checksummed): not part of a key.
+NOT_IN_KEY = ("data.mirror", "data.cache")
 
 
 def cache_dir() -> Path:
@@ -34,48 +43,70 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or project_root() / "data" / "cache")
 
 
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cached(path: Path, make: Callable[[Path], Any]) -> Path:
-    """``make(path)`` unless another job already did; concurrent callers wait for the first."""
+def _param_values(cfg: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+    values = {}
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        if isinstance(node, Mapping):
+            node = {k: v for k, v in node.items() if f"{key}.{k}" not in NOT_IN_KEY}
+        values[key] = node
+    return values
+
+
+def _file_key(path: str, root: Path) -> Any:
+    """A data dependency's identity: a file's size and mtime, a folder's listing of them."""
+    p = root / path
+    if p.is_dir():
+        return sorted((str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns)
+                      for f in p.rglob("*") if f.is_file())
+    return [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None
+
+
+def stage_key(stage: dag.Stage, cfg: Mapping[str, Any], inputs: Mapping[str, str], root: Path) -> str:
+    """What a shared stage's output depends on: its params' values, the keys of the stage
+    outputs it reads, its other data deps, and the code it runs."""
+    data_deps = [d for d in stage.deps if d not in inputs and not d.endswith(".py")]
+    return _hash([stage.name, _param_values(cfg, stage.params), sorted(inputs.items()),
+                  {d: _file_key(d, root) for d in data_deps}, dag.fingerprint(stage.module)])
+
+
+def _cached(path: Path, make) -> Path:
+    """``make(path)`` unless another job already did; concurrent callers wait for the first.
+    The lock file goes once the output is there: a failure leaves neither behind."""
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
+    lock = Path(f"{path}.lock")
+    with FileLock(lock):
         if not path.exists():
             make(path)
         else:
             print(f"[cache] reusing {path}", flush=True)
+    lock.unlink(missing_ok=True)
     return path
-
-
-def data_key(cfg: Mapping[str, Any]) -> str:
-    # Where the files come from does not change them: they are checksummed.
-    d = {k: v for k, v in cfg["data"].items() if k not in ("mirror", "cache")}
-    return f"{cfg['data']['name']}-{_key(d)}"
 
 
 def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: str | None = None,
                  tags: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The branch ``cfg["task"]`` names, in ``workdir``: download -> train -> embed ->
-    cluster -> finetune, baselines -> evaluate; or download -> anomaly_train -> anomaly_score ->
-    anomaly_evaluate.
+    """The branch ``cfg["task"]`` names, in ``workdir``: the stages ``dvc.yaml`` gives for
+    it, in its order, each called in this process with the job's paths.
 
     The job's MLflow run is opened first (it shows up in the UI while training) and
     ends FAILED, with the error as a tag, if any stage raises. Returns metrics.json.
     """
     validate(cfg)
     tracking.check_server()
-    task = cfg["task"]
-    out = Path(workdir)
-    run_id = tracking.open_run(cfg, task=task, parent_run_id=parent_run_id, tags=tags)
+    root = project_root()
+    stages = dag.order(dag.load(root, cfg), TARGETS[cfg["task"]])
+    run_id = tracking.open_run(cfg, task=cfg["task"], parent_run_id=parent_run_id, tags=tags)
     try:
-        cache = cache_dir()
-        dkey = data_key(cfg)
-        data = _cached(cache / f"prepared-{dkey}.npz", lambda p: stages.timed(stages.download, cfg, p))
-        metrics = (_cluster if task == "cluster" else _anomaly)(cfg, data, out, cache, dkey, run_id)
+        metrics = _run_stages(stages, cfg, Path(workdir), cache_dir(), root, run_id)
     except BaseException as err:
         tracking.close_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
                            error=f"{type(err).__name__}: {err}")
@@ -83,38 +114,40 @@ def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: 
     return json.loads(metrics.read_text())
 
 
-def _cluster(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: str, run_id: str) -> Path:
-    model, history = out / "train" / "model.pt", out / "train" / "history.csv"
-    latents = out / "embed" / "latents.npz"
-    assignments = out / "cluster" / "assignments.npz"
-    # What the baselines read of `cluster` (dvc.yaml lists the same keys for the stage).
-    km = {k: cfg["cluster"][k] for k in ("k", "n_init", "max_iter", "umap", "algorithm", "covariance_type",
-                                         "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range")}
-    base_key = _key(dkey, cfg["seed"], cfg["protocol"], km, cfg["baselines"])
-    baselines = _cached(cache / f"baselines-{base_key}.npz", lambda p: stages.timed(stages.baselines, cfg, data, p))
-    stages.timed(stages.train, cfg, data, model, history)
-    stages.timed(stages.embed, cfg, data, model, latents)
-    stages.timed(stages.cluster, cfg, latents, assignments)
-    finetuned = out / "finetune" / "assignments.npz"
-    stages.timed(stages.finetune, cfg, data, model, assignments, latents, finetuned, out / "finetune" / "model.pt",
-                 baselines)
-    exported = out / "export" / f"assignments.{cfg['export']['format']}"
-    stages.timed(stages.export, cfg, data, latents, finetuned, exported, out / "export" / "summary.json")
-    metrics = out / "evaluate" / "metrics.json"
-    stages.timed(stages.evaluate, cfg, data, model, history, latents, [assignments, finetuned, baselines],
-                 metrics, out / "evaluate" / "plots", run_id=run_id, exported=exported)
-    return metrics
-
-
-def _anomaly(cfg: Mapping[str, Any], data: Path, out: Path, cache: Path, dkey: str, run_id: str) -> Path:
-    out = out / "anomaly"
-    model, history = out / "train" / "model.pt", out / "train" / "history.csv"
-    scores = out / "scores.npz"
-    metrics = out / "evaluate" / "metrics.json"
-    stages.timed(stages.anomaly_train, cfg, data, model, history)
-    stages.timed(stages.anomaly_score, cfg, data, model, scores)
-    stages.timed(stages.anomaly_evaluate, cfg, data, model, history, scores, metrics, out / "evaluate" / "plots",
-                 out / "evaluate", run_id=run_id)
+def _run_stages(stages: list[dag.Stage], cfg: Mapping[str, Any], workdir: Path, cache: Path, root: Path,
+                run_id: str) -> Path:
+    """Each stage's flags, with dvc.yaml's paths moved: a shared stage's outputs into the
+    cache under its key, every other ``outputs/...`` path into the job's folder."""
+    where: dict[str, str] = {}   # dvc.yaml path -> this job's path
+    keys: dict[str, str] = {}    # a shared output's dvc.yaml path -> its key
+    metrics = None
+    for stage in stages:
+        fn = getattr(importlib.import_module(stage.module), stage.name)
+        if stage.name in SHARED:
+            key = stage_key(stage, cfg, {d: keys[d] for d in stage.deps if d in keys}, root)
+            for o in stage.outs:
+                name = Path(o)
+                where[o] = str(cache / f"{stage.name}-{name.stem}-{key}{name.suffix}")
+                keys[o] = key
+        else:
+            for o in stage.outs:
+                where[o] = str(workdir / Path(o).relative_to("outputs")) if o.startswith("outputs/") else o
+        argv = []
+        for flag, values in stage.args.items():
+            moved = [where.get(v) or (str(workdir / Path(v).relative_to("outputs")) if v.startswith("outputs/") else v)
+                     for v in values]
+            argv += [f"--{flag.replace('_', '-')}", *moved]
+        kwargs = parse_args(fn, argv)
+        if "run_id" in fn.__code__.co_varnames[:fn.__code__.co_argcount]:
+            kwargs["run_id"] = run_id
+        if stage.name in SHARED:
+            first = Path(where[stage.outs[0]])
+            _cached(first, lambda _p, fn=fn, kwargs=kwargs: timed(fn, cfg, **kwargs))
+        else:
+            timed(fn, cfg, **kwargs)
+        metrics = next((Path(where[o]) for o in stage.outs if o.endswith("metrics.json")), metrics)
+    if metrics is None:
+        raise RuntimeError(f"no stage of {[s.name for s in stages]} writes a metrics.json")
     return metrics
 
 
@@ -160,8 +193,8 @@ class MLflowSweep(Callback):
         artifacts: list[Path] = []
         metrics, tags = None, None
         try:
-            metrics, rank_by = compare.TASK_METRICS[self.task]
-            report = compare.compare(parent_run_id=parent, experiment=self.experiment, metrics=metrics,
+            compared, rank_by = compare.TASK_METRICS[self.task]
+            report = compare.compare(parent_run_id=parent, experiment=self.experiment, metrics=compared,
                                      rank_by=rank_by, out_dir=self.sweep_dir / "compare")
             artifacts = report.files
             # The parent's row in the UI shows the best configuration's mean over seeds.

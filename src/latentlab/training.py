@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -22,8 +21,8 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from latentlab import metric_names as M
-from latentlab import config
-from latentlab.errors import ConfigError
+from latentlab.choices import OPTIMIZERS, check
+from latentlab.files import atomic
 from latentlab.models import Autoencoder, build, is_images, random_affine, to_float
 
 # Data is an in-memory tensor: worker processes would only add start-up cost.
@@ -45,9 +44,7 @@ class LitAutoencoder(pl.LightningModule):
         super().__init__()
         from hydra.utils import instantiate
 
-        if optimizer.get("_target_") not in config.OPTIMIZERS:  # as build() checks the model's
-            raise ConfigError(f"optimizer._target_ must be one of {list(config.OPTIMIZERS)}, "
-                              f"got {optimizer.get('_target_')!r}")
+        check("optimizer._target_", optimizer.get("_target_"), OPTIMIZERS)  # as build() checks the model's
         self.save_hyperparameters()
         self.net: Autoencoder = build(model, input_shape)
         self._optimizer = instantiate(optimizer)
@@ -237,10 +234,7 @@ def _checkpoint_dir(resume_dir: str | Path | None, workdir: str | Path | None, x
 
 def save(result: FitResult, path: str | Path) -> None:
     """Write a slim checkpoint (hyperparameters + weights) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"hyper_parameters": result.hparams, "state_dict": result.net.state_dict(),
                "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        torch.save(payload, f)
-    os.replace(f.name, path)
+    with atomic(path) as tmp:
+        torch.save(payload, tmp)

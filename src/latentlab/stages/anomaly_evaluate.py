@@ -1,0 +1,131 @@
+"""Stage `anomaly_evaluate`: metrics on the full test split and on unbalanced draws of it,
+figures, ROC / PR curves for DVC, one MLflow run in the anomaly experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from latentlab import history as history_file
+from latentlab import metric_names as M
+from latentlab import models, plots, tracking
+from latentlab.anomaly import UNKNOWN, anomaly_metrics, error_for, split_for, unbalanced_indices, unbalanced_metrics
+from latentlab.data import Prepared
+from latentlab.errors import LatentlabError
+from latentlab.files import atomic_dir, write_csv, write_json
+from latentlab.models import to_float
+from latentlab.stages.common import main
+
+
+def _curve_rows(x: np.ndarray, y: np.ndarray, names: tuple[str, str], n: int = 400) -> list[dict[str, float]]:
+    # A DVC plot of 10,000 points says no more than one of 400 and renders slowly.
+    keep = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int))
+    return [{names[0]: round(float(x[i]), 6), names[1]: round(float(y[i]), 6)} for i in keep]
+
+
+def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, scores: Path,
+                     metrics_out: Path, plots_dir: Path, curves_dir: Path, run_id: str | None = None) -> str:
+    """Metrics on the full test split and on seeded unbalanced draws of it, figures,
+    ROC / PR curves for DVC, and one MLflow run in the anomaly experiment. Without labels
+    (protocol unsupervised): how many test samples the threshold flags, the score
+    distribution and the most and least anomalous samples; no curves to draw."""
+    tracking.check_server()
+    a = cfg["anomaly"]
+    with np.load(scores) as f:
+        s, val_s, is_anom, y = f["scores"], f["val_scores"], f["is_anomaly"], f["y"]
+        thr, recon_error = float(f["threshold"]), f["recon_error"]
+    ds = Prepared.load(data)
+    split = split_for(a, cfg["seed"], ds)
+    if len(split.x_test) != len(s) or not np.array_equal(split.y_test, y):
+        raise LatentlabError(f"{scores} does not match the current split ({len(s)} scores, "
+                             f"{len(split.x_test)} test samples); re-run `dvc repro`")
+    known = bool((is_anom != UNKNOWN).all())  # the unsupervised protocol has no truth to score against
+    err = error_for(a["error"], ds.is_images)
+    hist = history_file.read(history)
+    result: dict[str, Any] = {
+        "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "error": err,
+        "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
+        "n_contaminated": split.n_contaminated, "n_test": int(len(s)), "test_flagged": float((s > thr).mean()),
+        "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
+    }
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    roc_rows: list[dict[str, float]] = []
+    pr_rows: list[dict[str, float]] = []
+    if known:
+        full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
+        result.update(test=vars(full), test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
+                                                         "anomaly": float(recon_error[is_anom == 1].mean())})
+        curves[f"full test ({full.anomaly_fraction:.0%} anomalies)"] = (is_anom, s)
+        pr_on = (is_anom, s)
+        if a["anomaly_fraction"] is not None:
+            result["unbalanced"] = unbalanced_metrics(is_anom, s, thr, fraction=a["anomaly_fraction"],
+                                                      draws=a["draws"], seed=cfg["seed"], fpr=a["recall_at_fpr"])
+            # The first draw of unbalanced_metrics, drawn again for its curves.
+            i = unbalanced_indices(is_anom, a["anomaly_fraction"], np.random.default_rng(cfg["seed"]))
+            pr_on = (is_anom[i], s[i])
+            curves[f"unbalanced draw ({a['anomaly_fraction']:.0%} anomalies)"] = pr_on
+        fpr, tpr, _ = roc_curve(is_anom, s)
+        roc_rows = _curve_rows(fpr, tpr, ("fpr", "tpr"))
+        prec, rec, _ = precision_recall_curve(*pr_on)
+        pr_rows = _curve_rows(rec[::-1], prec[::-1], ("recall", "precision"))
+
+    net = models.load(model)
+    n = min(a["n_images"], len(s) // 2)
+    order = np.argsort(s)
+    shown = np.concatenate([order[::-1][:n], order[:n]])
+    with torch.inference_mode():
+        x = to_float(torch.from_numpy(split.x_test[shown]))
+        recons = net(x).numpy()
+    label = f"{a['score']} score" + (f" ({err})" if a["score"].startswith("recon") else "")
+    marks = is_anom if known else np.full(len(s), UNKNOWN)
+    with atomic_dir(plots_dir) as tmp:  # every figure, or none
+        drawn = [plots.score_histogram(s, is_anom if known else np.zeros(len(s), dtype=np.int64), thr,
+                                       tmp / "score_histogram.png",
+                                       title=label if known else f"{label} (no labels: every test sample)"),
+                 plots.loss_curve(hist, tmp / "loss_curve.png")]
+        if curves:
+            drawn.append(plots.roc_pr_curves(curves, tmp / "roc_pr.png"))
+        if ds.is_images:
+            drawn.append(plots.anomaly_extremes(x.numpy(), recons, s[shown], marks[shown], tmp / "extremes.png", n=n))
+        else:
+            drawn.append(plots.vector_extremes(x.numpy(), recons, s[shown], marks[shown], tmp / "extremes.png",
+                                               n=min(n, 3)))
+    figures = [plots_dir / p.name for p in drawn]
+    # No labels, no curve: a header alone, which DVC can still read.
+    write_csv(curves_dir / "roc.csv", roc_rows, ("fpr", "tpr"))
+    write_csv(curves_dir / "pr.csv", pr_rows, ("recall", "precision"))
+    write_json(metrics_out, result)
+
+    flat = {"threshold": thr, "val_flagged": result["val_flagged"], "test_flagged": result["test_flagged"],
+            "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)}
+    if known:
+        # `fpr` is the setting recall_at_fpr was read at, not a measurement: it stays in metrics.json.
+        flat.update({f"test/{k}": v for k, v in result["test"].items() if k != "fpr"})
+        flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items() if k != "fpr"})
+    tags = {"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
+            "anomaly.protocol": a["protocol"]}
+    if known:
+        tags["anomaly.normal_classes"] = str(split.normal_classes)
+    run_id = tracking.log_run(
+        cfg=cfg, task="anomaly", run_id=run_id, history=hist, metrics=flat,
+        artifacts=[*figures, metrics_out, *((curves_dir / "roc.csv", curves_dir / "pr.csv") if known else ()),
+                   model, history],
+        model=net, example=x.numpy()[:2], tags=tags)
+    where = f"MLflow run {run_id} at {tracking.tracking_uri()}"
+    if not known:
+        return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: no labels; the threshold flags "
+                f"{result['test_flagged']:.1%} of {len(s)} test samples | {where}")
+    ub = result.get("unbalanced")
+    summary = (f"test AUROC {full.auroc:.3f} AUPRC {full.auprc:.3f}"
+               + (f" | {a['anomaly_fraction']:.0%} anomalies: AUPRC {ub['auprc']:.3f} ± {ub['auprc_std']:.3f}, "
+                  f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
+    return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary} | {where}"
+
+
+if __name__ == "__main__":  # DVC: python -m latentlab.stages.anomaly_evaluate --help
+    main(anomaly_evaluate)

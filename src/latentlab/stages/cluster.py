@@ -1,0 +1,38 @@
+"""Stage `cluster`: the autoencoder method, the latents through the configured clusterer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentlab import metric_names as M
+from latentlab.clustering import assign, fit_predict, pipeline_params
+from latentlab.files import save_npz
+from latentlab.stages.common import by_protocol, main
+
+
+def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
+    """The autoencoder method: the latents through the configured pipeline
+    (standardise, PCA, UMAP: each optional), then k-means or a Gaussian mixture.
+
+    Also writes the fitted points' assignments (under the train_test protocol they are
+    not the scored ones) and how central each is to its cluster: the finetune stage
+    learns from those.
+    """
+    with np.load(latents) as z:
+        z_fit, z_score = by_protocol(cfg["protocol"], z["z_train"], z["z_test"])
+    labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER,
+                                                  **pipeline_params(cfg["cluster"], cfg["seed"]))
+    fit_labels, fit_typical = (labels, typical) if z_score is None else assign(pipe, z_fit)
+    k = pipe[-1].n_components if hasattr(pipe[-1], "n_components") else pipe[-1].n_clusters
+    save_npz(out, **{M.AUTOENCODER: labels, "fit_labels": fit_labels, "fit_typicality": fit_typical,
+                     "k": np.array(k)})
+    chosen = f" (chosen by {cfg['cluster']['select_k']})" if k_scores else ""
+    return f"wrote {out}: {len(labels)} assignments to {k} clusters{chosen}"
+
+
+if __name__ == "__main__":  # DVC: python -m latentlab.stages.cluster --help
+    main(cluster)

@@ -1,0 +1,101 @@
+"""Stage `evaluate`: score every method, draw the figures, log the execution as one MLflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+
+from latentlab import history as history_file
+from latentlab import metric_names as M
+from latentlab import metrics, models, plots, tracking
+from latentlab.data import Prepared
+from latentlab.errors import LatentlabError
+from latentlab.files import atomic_dir, write_json
+from latentlab.models import to_float
+from latentlab.stages.common import main, scored
+
+
+def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
+             assignments: list[Path], metrics_out: Path, plots_dir: Path,
+             exported: Path | None = None, run_id: str | None = None) -> str:
+    """Score every method, draw the figures, and log the whole execution as one MLflow run.
+
+    ``exported``: the export stage's table, logged as an artifact. ``run_id``: fill this
+    open run (a sweep job's) instead of creating one.
+    """
+    tracking.check_server()
+    protocol = cfg["protocol"]
+    ds = Prepared.load(data)
+    _, _, x_score, y = ds.split(protocol)
+    labels: dict[str, np.ndarray] = {}
+    for path in assignments:
+        with np.load(path) as a:
+            labels.update({k: a[k] for k in a.files})
+    missing = [m for m in M.METHODS if m not in labels]
+    if missing:
+        raise LatentlabError(f"assignments for {missing} not found in {[str(p) for p in assignments]}")
+    with np.load(latents) as z:
+        z_score = scored(protocol, z["z_train"], z["z_test"])
+        mse_score = scored(protocol, z["mse_train"], z["mse_test"])
+    if len(y) != len(labels[M.AUTOENCODER]) or len(y) != len(z_score):
+        raise LatentlabError(f"stage outputs disagree: {len(y)} labels, {len(z_score)} latents, "
+                             f"{len(labels[M.AUTOENCODER])} assignments; re-run `dvc repro`")
+
+    result: dict[str, Any] = {"protocol": protocol, "n_scored": int(len(y)), "labelled": ds.labelled,
+                              "recon_mse": float(mse_score.mean())}
+    for m in M.METHODS:
+        # Label-free quality is judged in the latent space for every method, so that they compare.
+        result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
+                     **metrics.label_free(z_score, labels[m], seed=cfg["seed"]),
+                     "n_clusters": int(len(np.unique(labels[m])))}
+    hist = history_file.read(history)
+    result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)}
+
+    rng = np.random.default_rng(cfg["seed"])
+    pick = rng.choice(len(y), size=min(len(y), cfg["evaluate"]["plot_points"]), replace=False)
+    z2 = PCA(n_components=2, random_state=cfg["seed"]).fit_transform(z_score)[pick]
+    net = models.load(model)
+    shown = x_score[rng.choice(len(x_score), size=min(len(x_score), cfg["evaluate"]["n_images"]), replace=False)]
+    with torch.inference_mode():
+        originals = to_float(torch.from_numpy(shown))
+        recons = net(originals).numpy()
+    colour = y[pick] if ds.labelled else labels[M.FINETUNED][pick]
+    with atomic_dir(plots_dir) as tmp:  # every figure, or none: a failed plot leaves the old folder
+        drawn = [
+            plots.latent_scatter(z2, colour, labels[M.AUTOENCODER][pick], tmp / "latent_pca.png",
+                                 first="true label" if ds.labelled else "finetuned cluster"),
+            plots.loss_curve(hist, tmp / "loss_curve.png"),
+        ]
+        if ds.is_images:
+            drawn.append(plots.reconstruction_grid(originals.numpy(), recons, tmp / "reconstructions.png"))
+        for m in M.METHODS if ds.labelled else ():
+            s = result[m]
+            drawn.append(plots.contingency_heatmap(
+                metrics.contingency(y, labels[m]), tmp / f"contingency_{m}.png",
+                f"{m}: ACC {s['acc']:.3f}, NMI {s['nmi']:.3f}"))
+    figures = [plots_dir / p.name for p in drawn]
+    write_json(metrics_out, result)
+
+    summary = " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" if ds.labelled else
+                         f"{m} silhouette {result[m]['silhouette']:.3f} DB {result[m]['davies_bouldin']:.3f}"
+                         for m in M.METHODS)
+    flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
+    flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
+                 "epochs": result["train"]["epochs"]})
+    run_id = tracking.log_run(
+        cfg=cfg, run_id=run_id, history=hist, metrics=flat,
+        artifacts=[*figures, metrics_out, model, history, *([exported] if exported else [])], model=net,
+        example=originals.numpy()[:2],
+        tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
+              "protocol": protocol})
+    summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
+    return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
+
+
+if __name__ == "__main__":  # DVC: python -m latentlab.stages.evaluate --help
+    main(evaluate)
