@@ -126,3 +126,38 @@ def test_digits_is_offline_and_stratified():
 def test_unknown_dataset():
     with pytest.raises(DataError, match=r"data.name must be one of .* got 'cifar'"):
         data.prepare("cifar")
+
+
+def _gz_mirror(mirror: Path, dst: Path, tamper: str | None = None) -> Path:
+    """The MNIST files gzip-compressed anew (level 1: not torchvision's archives, same content),
+    one of them with 16 bytes changed when ``tamper`` names it."""
+    import gzip
+
+    raw = dst / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.RAW_SHA256["MNIST"]:
+        content = bytearray((mirror / "MNIST" / "raw" / name).read_bytes())
+        if name == tamper:
+            content[1000:1016] = b"\xff" * 16
+        with gzip.open(raw / f"{name}.gz", "wb", compresslevel=1) as f:
+            f.write(bytes(content))
+    return dst
+
+
+def test_a_recompressed_mirror_is_verified_by_its_content(mirror, tmp_path):
+    """A distribution's re-compressed archives differ in md5 but hold the published bytes."""
+    import torchvision.datasets as tvd
+
+    gz = _gz_mirror(mirror, tmp_path / "gz")
+    name, md5 = tvd.MNIST.resources[0]
+    assert data.md5_file(gz / "MNIST" / "raw" / name) != md5
+    ds = data.prepare("mnist", mirror=str(gz), cache=str(tmp_path / "cache"), max_train=10)
+    assert len(ds.x_train) == 10
+
+
+def test_a_recompressed_mirror_with_other_content_says_which_check_failed(mirror, tmp_path):
+    gz = _gz_mirror(mirror, tmp_path / "gz", tamper="train-labels-idx1-ubyte")
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz decompresses to content with sha256 \w+, "
+                                        r"expected 65a50cbb.*md5 \w+ is not torchvision's"):
+        data.prepare("mnist", mirror=str(gz), cache=str(tmp_path / "cache"), max_train=10)
+    assert not (tmp_path / "cache" / "MNIST").exists()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -28,17 +29,27 @@ def _hydra_main(cfg: DictConfig) -> dict:
     try:
         return job(cfg)
     except LatentlabError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed; the sweep goes on
+        _remove_if_unused(Path(hc.runtime.output_dir))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """A run refused before any stage wrote a file leaves no folder behind (Hydra made it,
+    with its own .hydra/ and log, before the config could be checked)."""
+    import shutil
+
+    if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
+        shutil.rmtree(folder)
 
 
 def predict_main(argv: list[str]) -> int:
     """``latentlab predict NEW_FILE --out TABLE``: the trained pipeline of this project
     (params.yaml and the outputs of `dvc repro`) applied to new data of the same kind."""
     import argparse
-    from pathlib import Path
 
     from latentlab import export
     from latentlab.config import load_params
@@ -72,7 +83,22 @@ def main() -> None:
         raise SystemExit(compare_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "predict":
         raise SystemExit(predict_main(sys.argv[2:]))
+    _check_keys(sys.argv[1:])
     _hydra_main()
+
+
+def _check_keys(argv: list[str]) -> None:
+    """A typo in a key is one line and exit 2, before Hydra builds anything (its own
+    message suggests adding ``+``, which then fails deep inside a constructor)."""
+    from latentlab.config import check_keys
+    from latentlab.errors import LatentlabError
+
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    try:
+        check_keys(overrides)
+    except LatentlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -184,7 +184,8 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     runs = _tidy(raw[raw["status"] == "FINISHED"])
     if metrics == DEFAULT_METRICS and f"metrics.{metrics[0]}" not in runs.columns \
             and f"metrics.{LABEL_FREE_METRICS[0]}" in runs.columns:
-        # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead.
+        # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead (evaluate measures it
+        # in a PCA of the inputs, one space for every run, whatever its latent size or architecture).
         metrics, rank_by = LABEL_FREE_METRICS, f"{M.FINETUNED}/silhouette"
     cols = [f"metrics.{m}" for m in metrics]
     missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]

@@ -301,7 +301,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "finetune.rounds", 0, 20)
     classifier = _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
     _validate_cnn(cfg, name, classifier, _int_list(cfg, "finetune.channels"))
-    _choice(cfg, "finetune.labels", FINETUNE_LABELS)
+    labels = _choice(cfg, "finetune.labels", FINETUNE_LABELS)
+    if labels == "reliable" and _get(cfg, "finetune.rounds") > 0 and _get(cfg, "finetune.fraction") >= 1.0:
+        raise ConfigError("finetune.labels=reliable keeps the finetune.fraction of each cluster whose latent "
+                          "neighbours agree most, but finetune.fraction=1.0 keeps every member, which is the "
+                          "cluster stage's labels unchanged: set finetune.fraction below 1 (e.g. 0.5)")
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)
@@ -341,6 +345,48 @@ def check_overrides(cfg: Mapping[str, Any], overrides: list[str]) -> None:
             raise ConfigError(f"{o} has no effect under task=anomaly: the anomaly branch trains "
                               f"anomaly.latent_dim={own}; override anomaly.latent_dim instead "
                               f"(null: follow model.latent_dim)")
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> set[str]:
+    keys = set()
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            keys.add(f"{prefix}{k}")
+            keys |= _dotted_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def check_keys(overrides: list[str], config_dir: str | Path = CONF_DIR) -> None:
+    """Refuse, before Hydra composes anything, a command-line override whose key the
+    config does not have (with or without ``+``): ConfigError naming the key and the
+    closest valid one. Group choices (``model=conv``, ``+experiment=best``) and Hydra's
+    own keys pass; the keys a group choice brings count as valid."""
+    import difflib
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups, keys = [], []
+    for o in parsed:
+        key = o.key_or_group
+        if key.split(".")[0].split("/")[0] == "hydra":
+            continue
+        if (Path(config_dir) / key.replace(".", "/")).is_dir() or "/" in key:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            groups.append([f"{'+' if o.is_add() else ''}{key}={v}" for v in values])
+        elif not o.is_delete():
+            keys.append((o.input_line, key))
+    if not keys:
+        return
+    valid: set[str] = set()
+    for combo in itertools.product(*groups) if groups else [()]:
+        valid |= _dotted_keys(OmegaConf.to_container(compose(list(combo), config_dir), resolve=False))
+    for line, key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else "; `latentlab --cfg job` lists every key"
+            raise ConfigError(f"{line}: the config has no key {key!r}{hint}")
 
 
 def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:

@@ -214,6 +214,32 @@ def _fetch_official(cls, tmp: Path) -> None:
         ) from err
 
 
+def _verify_archive(gz: Path, md5: str, folder: str) -> None:
+    """A mirror's .gz is good if it is torchvision's archive byte for byte (its md5) or, since
+    a distribution may re-compress the same content, if what it decompresses to has the
+    published sha256 of the uncompressed file. The error says which check failed."""
+    actual = md5_file(gz)
+    if actual == md5:
+        return
+    name = gz.name.removesuffix(".gz")
+    known = RAW_SHA256.get(folder, {}).get(name)
+    if known is None:
+        raise DataError(f"{gz}: md5 {actual}, expected {md5} (torchvision's archive), and no checksum of the "
+                        f"uncompressed {name} is published to check a re-compressed archive against: "
+                        "corrupt, truncated or not the original archive")
+    try:
+        with gzip.open(gz, "rb") as f:
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{gz} does not decompress ({err}): corrupt or truncated "
+                        f"(its md5 {actual} is not torchvision's {md5} either)") from None
+    if h.hexdigest() != known:
+        raise DataError(f"{gz} decompresses to content with sha256 {h.hexdigest()}, expected {known} (the published "
+                        f"{name}); its md5 {actual} is not torchvision's {md5} either: corrupt or truncated")
+
+
 def _extract_mirror(cls, mirror: Path, tmp: Path) -> None:
     """Verify and extract the .gz archives of a mirror (never written to) into tmp."""
     from torchvision.datasets.utils import extract_archive
@@ -225,9 +251,7 @@ def _extract_mirror(cls, mirror: Path, tmp: Path) -> None:
         if not gz.exists():
             raise DataError(f"the mirror lacks {gz} (and its uncompressed form); expected the four "
                             f"files of {folder} in torchvision's layout under {src}")
-        actual = md5_file(gz)
-        if actual != md5:
-            raise DataError(f"{gz} is corrupt or truncated: md5 {actual}, expected {md5}")
+        _verify_archive(gz, md5, folder)
         (tmp / folder / "raw").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(gz, tmp / folder / "raw" / name)
         extract_archive(str(tmp / folder / "raw" / name))

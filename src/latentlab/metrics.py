@@ -52,6 +52,20 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 LABEL_FREE = ("silhouette", "davies_bouldin", "calinski_harabasz")
 
 
+def common_space(x: np.ndarray, *, seed: int = 0, dims: int = 50) -> np.ndarray:
+    """The space label-free scores are judged in: a seeded PCA (at most ``dims`` components)
+    of the raw inputs (N, ...) flattened, uint8 images scaled to [0, 1]. It depends on the
+    data alone, so runs with different autoencoders (latent sizes, architectures) and
+    every method of a run are scored in the same space and compare."""
+    from sklearn.decomposition import PCA
+
+    flat = x.reshape(len(x), -1).astype(np.float32)
+    if x.dtype == np.uint8:
+        flat /= 255.0
+    n = min(dims, flat.shape[1], len(flat))
+    return PCA(n_components=n, random_state=seed).fit_transform(flat) if n < flat.shape[1] else flat
+
+
 def label_free(x: np.ndarray, clusters: np.ndarray, *, seed: int = 0, sample: int = 10_000) -> dict[str, float]:
     """Cluster quality without labels, in the space x (N, D) the clusters are judged in.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -137,6 +138,27 @@ def random_affine(x: torch.Tensor, degrees: float, translate: float) -> torch.Te
 def per_sample_mse(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """(N, ...) x2 -> (N,) mean squared error of each sample."""
     return (recon - x).pow(2).flatten(1).mean(1)
+
+
+# A training whose reconstruction is no better than this fraction of the mean sample's
+# error has learnt nothing about the individual samples: it stalled (e.g. a latent-2
+# sweep job that stayed at the same val loss from epoch 3 and clustered at ACC 0.22).
+STALL_RATIO = 0.9
+
+
+def mean_sample_mse(x_ref: np.ndarray, x: np.ndarray, batch_size: int = 4096) -> float:
+    """The reconstruction MSE of a model that outputs the mean of ``x_ref`` (N, ...) for every
+    sample of ``x`` (M, ...): the level a stalled training sits at."""
+    mean = sum(to_float(torch.from_numpy(x_ref[i:i + batch_size])).sum(0)
+               for i in range(0, len(x_ref), batch_size)) / len(x_ref)
+    total = sum(float((to_float(torch.from_numpy(x[i:i + batch_size])) - mean).pow(2).flatten(1).mean(1).sum())
+                for i in range(0, len(x), batch_size))
+    return total / len(x)
+
+
+def stalled(recon_mse: float, mean_mse: float) -> bool:
+    """True when a reconstruction error ``recon_mse`` is no real improvement on the mean sample's."""
+    return recon_mse >= STALL_RATIO * mean_mse
 
 
 def build(model: dict[str, Any], input_shape: tuple[int, ...]) -> Autoencoder:

@@ -83,12 +83,16 @@ def _cached(path: Path, make) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{path}.lock")
-    with FileLock(lock):
-        if not path.exists():
-            make(path)
-        else:
-            print(f"[cache] reusing {path}", flush=True)
-    lock.unlink(missing_ok=True)
+    try:
+        with FileLock(lock):
+            if not path.exists():
+                make(path)
+            else:
+                print(f"[cache] reusing {path}", flush=True)
+    finally:
+        # A job still waiting holds the old file open and finds the output there; the worst a
+        # race costs is computing it twice (outputs are written atomically).
+        lock.unlink(missing_ok=True)
     return path
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from latentlab import metric_names as M
 from latentlab.choices import OPTIMIZERS, check
 from latentlab.files import atomic
-from latentlab.models import Autoencoder, build, is_images, random_affine, to_float
+from latentlab.models import Autoencoder, build, is_images, mean_sample_mse, random_affine, stalled, to_float
 
 # Data is an in-memory tensor: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -153,6 +153,12 @@ class FitResult:
     best_val_loss: float
     best_epoch: int
     world_size: int = 1  # training processes (2+ under DDP)
+    mean_val_loss: float = float("nan")  # the val loss of outputting the mean training sample
+
+    @property
+    def stalled(self) -> bool:
+        """The best val loss is no real improvement on the mean training sample's."""
+        return stalled(self.best_val_loss, self.mean_val_loss)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +211,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     best_row = min(rows, key=lambda r: r[M.VAL_LOSS])
     lit.net.eval()
     return FitResult(net=lit.net, hparams=dict(lit.hparams), history=rows, best_val_loss=best_row[M.VAL_LOSS],
-                     best_epoch=int(best_row["epoch"]), world_size=world_size)
+                     best_epoch=int(best_row["epoch"]), world_size=world_size,
+                     mean_val_loss=mean_sample_mse(x[tr], x[va]))
 
 
 @contextlib.contextmanager

@@ -48,13 +48,18 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
 
     result: dict[str, Any] = {"protocol": protocol, "n_scored": int(len(y)), "labelled": ds.labelled,
                               "recon_mse": float(mse_score.mean())}
+    # Label-free quality is judged in one space that no autoencoder shapes (a PCA of the
+    # inputs), so that every method and every run of a sweep compare.
+    common = metrics.common_space(x_score, seed=cfg["seed"])
     for m in M.METHODS:
-        # Label-free quality is judged in the latent space for every method, so that they compare.
         result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
-                     **metrics.label_free(z_score, labels[m], seed=cfg["seed"]),
+                     **metrics.label_free(common, labels[m], seed=cfg["seed"]),
                      "n_clusters": int(len(np.unique(labels[m])))}
     hist = history_file.read(history)
-    result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)}
+    x_fit = ds.split(protocol)[0]
+    mean_mse = models.mean_sample_mse(x_fit, x_score)
+    result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
+                       "mean_sample_mse": mean_mse, "stalled": models.stalled(result["recon_mse"], mean_mse)}
 
     rng = np.random.default_rng(cfg["seed"])
     pick = rng.choice(len(y), size=min(len(y), cfg["evaluate"]["plot_points"]), replace=False)
@@ -81,7 +86,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     figures = [plots_dir / p.name for p in drawn]
     write_json(metrics_out, result)
 
-    summary = " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" if ds.labelled else
+    stall = (f"STALLED: the autoencoder reconstructs no better than the mean sample (MSE {result['recon_mse']:.4f} "
+             f"vs {mean_mse:.4f}), so its latents carry little | " if result["train"]["stalled"] else "")
+    summary = stall + " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" if ds.labelled else
                          f"{m} silhouette {result[m]['silhouette']:.3f} DB {result[m]['davies_bouldin']:.3f}"
                          for m in M.METHODS)
     flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
@@ -92,7 +99,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         artifacts=[*figures, metrics_out, model, history, *([exported] if exported else [])], model=net,
         example=originals.numpy()[:2],
         tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
-              "protocol": protocol})
+              "protocol": protocol, "training.stalled": str(result["train"]["stalled"]).lower()})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
 

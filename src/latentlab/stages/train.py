@@ -31,8 +31,10 @@ def fit_autoencoder(cfg: Mapping[str, Any], x: np.ndarray, model_out: Path, hist
     training.save(result, model_out)
     history.write(result.history, history_out)
     procs = f" in {result.world_size} processes" if result.world_size > 1 else ""
+    stall = (f"; STALLED: no better than outputting the mean sample ({result.mean_val_loss:.5f}), check the "
+             "learning rate and the latent size" if result.stalled else "")
     return (f"wrote {model_out} and {history_out}: {len(result.history)} epochs on {len(x)} {what}{procs}, "
-            f"best {M.VAL_LOSS} {result.best_val_loss:.5f} at epoch {result.best_epoch}")
+            f"best {M.VAL_LOSS} {result.best_val_loss:.5f} at epoch {result.best_epoch}{stall}")
 
 
 def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
