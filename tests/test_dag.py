@@ -69,8 +69,8 @@ def test_the_runner_takes_its_order_from_dvc_yaml(stages):
             producer = [p.name for p in stages.values() if d in p.outs]
             assert not producer or names.index(producer[0]) < names.index(s.name)
     assert not {"anomaly_train", "anomaly_score"} & set(names)
-    assert [s.name for s in dag.order(stages, "anomaly_evaluate")] == ["download", "anomaly_train", "anomaly_score",
-                                                                        "anomaly_evaluate"]
+    assert [s.name for s in dag.order(stages, "anomaly_evaluate")] == ["download", "anomaly_model", "anomaly_train",
+                                                                        "anomaly_score", "anomaly_evaluate"]
 
 
 def test_the_sweep_cache_key_changes_with_the_code(stages, tmp_path, monkeypatch, tiny_cfg):

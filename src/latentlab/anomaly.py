@@ -354,8 +354,7 @@ def error_for(error: str, images: bool) -> str:
 def split_for(a: Mapping[str, Any], seed: int, ds: Any) -> AnomalySplit:
     """The ``anomaly`` config's normal training/validation samples and labelled test samples
     (the whole held-out split) of a prepared dataset, seeded; ConfigError before any
-    training when a setting cannot apply to this data."""
-    error_for(a["error"], ds.is_images)
+    training when the classes cannot apply to this data."""
     classes = {"one_class": a["normal"], "leave_out": a["anomalous"]}.get(a["protocol"], [])
     return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=a["protocol"], classes=classes,
                       anomaly_fraction=None, train_contamination=a["train_contamination"],
