@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro test test-slow test-faults params bench benchmarks clean
+.PHONY: uv repro test test-e2e test-slow params bench benchmarks clean
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -14,21 +14,20 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The default test suite (what CI runs): 18-28 min alone in a fresh clone on 2 cores
-# (README, Tests); most of it real DVC pipelines and sweeps.
+# The tests in tiers (README, Tests). `make test`, the README's test command: unit tests,
+# the stage functions in-process on one small real run, and one real small `dvc repro`
+# (under 5 min in a fresh clone on 2 cores). `make test-e2e`: the real multi-process
+# checks: sweeps with every launcher, the DVC queue, a tracking server, DDP, push/pull
+# and the fault checks (kill and resume, lost servers, full disks, 20 jobs at once).
+# `make test-slow`: full-MNIST checks, benchmarks in all but name. CI runs test and test-e2e.
 test: uv
 	$(RUN) pytest
 
-# The long checks, marked `slow`.
+test-e2e: uv
+	$(RUN) pytest -m e2e
+
 test-slow: uv
 	$(RUN) pytest -m slow
-
-# What the project promises under faults, for real (slow ones included, about 12 min):
-# SIGKILL mid-training and resume, unreachable and lost tracking servers, an unwritable
-# folder, a full disk, malformed configs and dataset files (hypothesis), 20 jobs at once
-# against one `mlflow server`, the same metrics twice.
-test-faults: uv
-	$(RUN) pytest -m faults
 
 # Rewrite params.yaml from conf/ (DVC does this itself on `dvc exp run`).
 params: uv

@@ -55,3 +55,33 @@ def with_value(cfg: dict, key: str, value) -> dict:
         node = node[p]
     node[leaf] = value
     return out
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory, mirror):
+    """One small real run shared by the in-process stage tests: 1,500 + 500 MNIST images
+    prepared, a tiny autoencoder trained (3 epochs), latents, cluster and baseline
+    assignments, in a session folder. Tests read these files and write their own."""
+    from omegaconf import OmegaConf
+
+    from latentlab.config import compose
+    from latentlab.stages.baselines import baselines
+    from latentlab.stages.cluster import cluster
+    from latentlab.stages.download import download
+    from latentlab.stages.embed import embed
+    from latentlab.stages.train import train
+
+    d = tmp_path_factory.mktemp("small")
+    cfg = OmegaConf.to_container(compose([*TINY, "train.max_epochs=3"]), resolve=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATENTLAB_DATA_MIRROR", str(mirror))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        p = {k: d / v for k, v in {"data": "prepared.npz", "model": "model.pt", "history": "history.csv",
+                                   "latents": "latents.npz", "assignments": "assignments.npz",
+                                   "baselines": "baselines.npz"}.items()}
+        download(cfg, p["data"])
+        train(cfg, p["data"], p["model"], p["history"])
+        embed(cfg, p["data"], p["model"], p["latents"])
+        cluster(cfg, p["latents"], p["assignments"])
+        baselines(cfg, p["data"], p["baselines"])
+    return cfg, p

@@ -95,8 +95,8 @@ def test_reconstruction_errors():
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"score": "lof"}, "anomaly score must be one of .* got 'lof'"),
-    ({"threshold": "otsu"}, "threshold must be one of .* got 'otsu'"),
+    ({"score": "lof"}, "anomaly.score must be one of .* got 'lof'"),
+    ({"threshold": "otsu"}, "anomaly.threshold must be one of .* got 'otsu'"),
     ({"k": 0}, "k must be an int >= 1, got 0"),
     ({"percentile": 100.0}, r"percentile must be in \(0, 100\), got 100.0"),
     ({"target_fpr": 0.0}, r"target_fpr must be in \(0, 1\), got 0.0"),
@@ -193,6 +193,7 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     anomalies, a percentile threshold, no unbalanced draws."""
     from latentlab.stages.anomaly_evaluate import anomaly_evaluate
     from latentlab.stages.anomaly_score import anomaly_score
+    from latentlab.stages.anomaly_model import anomaly_model
     from latentlab.stages.anomaly_train import anomaly_train
     from latentlab.stages.download import download
     from latentlab.config import compose, validate
@@ -208,7 +209,8 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     validate(cfg)
     data, model, hist, scores = (tmp_path / f for f in ("p.npz", "m.pt", "h.csv", "s.npz"))
     download(cfg, data)
-    line = anomaly_train(cfg, data, model, hist)
+    anomaly_model(cfg, tmp_path / "model.yaml")
+    line = anomaly_train(cfg, data, tmp_path / "model.yaml", model, hist)
     assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
     assert ": 3 epochs on " in line  # anomaly.max_epochs, not the clustering's train.max_epochs (5 in TINY)
     anomaly_score(cfg, data, model, scores)

@@ -22,6 +22,9 @@ WINE = ["+experiment=wine", "data.label=null", "train.max_epochs=30", "anomaly.m
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2", "evaluate.plot_points=100"]
 
 
+pytestmark = pytest.mark.e2e  # a real `dvc repro` and a sweep on the CSV
+
+
 @pytest.fixture(scope="module")
 def wine(tmp_path_factory):
     from latentlab.config import write_params

@@ -146,5 +146,5 @@ def test_too_few_normal_images_fail_before_training(tmp_path, tiny_cfg):
     data = tmp_path / "prepared.npz"
     download(cfg, data)
     with pytest.raises(ConfigError, match=r"only \d+ normal training images \(classes \[0\]\); at least 64"):
-        anomaly_train(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv")
+        anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "history.csv").exists()

@@ -12,6 +12,9 @@ from latentlab.config import compose
 from latentlab.data import prepare
 
 
+pytestmark = pytest.mark.e2e  # two training processes
+
+
 @pytest.fixture(scope="module")
 def images(mirror):
     return prepare("mnist", mirror=str(mirror), cache=None, max_train=4000, max_test=10,

@@ -30,7 +30,7 @@ from latentlab.stages.train import train
 from latentlab.errors import ConfigError, DataError
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ def _epochs_saved(last: Path) -> int:
         return 0
 
 
-@pytest.mark.slow  # two trainings of 8 epochs on 6,000 images: about 2 min
+# two trainings of 8 epochs on 6,000 images: about 2 min
 def test_a_training_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, mirror):
     from test_pipeline import _copy_project, _dvc, _set
 
@@ -123,7 +123,7 @@ def test_a_sweep_against_an_unreachable_server_is_one_clear_error(tmp_path):
     assert "is unreachable" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.slow  # starts an `mlflow server` (45-60 s on this machine)
+# starts an `mlflow server` (45-60 s on this machine)
 def test_a_server_lost_mid_run_names_the_incomplete_run(tmp_path, monkeypatch, tiny_cfg):
     from latentlab import tracking
     from latentlab.errors import TrackingError
@@ -329,7 +329,7 @@ def test_well_formed_idx_files_load(tmp_path):
 
 # --- the same numbers twice ------------------------------------------------------------------------
 
-@pytest.mark.slow  # two tiny pipelines from scratch: about 5 min
+# two tiny pipelines from scratch: about 5 min
 def test_same_config_and_seed_give_identical_metrics_in_two_fresh_copies(tmp_path, mirror):
     from test_pipeline import _copy_project, _dvc, _set
 

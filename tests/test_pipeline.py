@@ -155,6 +155,27 @@ def test_second_repro_does_nothing(pipeline):
     assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
 
 
+@pytest.mark.parametrize("module, stale, fresh", [
+    # models.encode computes the latents and errors: embed and everything after it
+    ("models.py", ["train", "embed", "finetune", "export", "evaluate", "anomaly_train", "anomaly_score",
+                   "anomaly_evaluate"], ["download", "cluster", "baselines", "anomaly_model"]),
+    # a figure: the two stages that draw, never a training
+    ("plots.py", ["evaluate", "anomaly_evaluate"], ["train", "embed", "cluster", "baselines", "anomaly_train"]),
+])
+def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline, module, stale, fresh):
+    repo, _, _ = pipeline
+    f = repo / "src" / "latentlab" / module
+    original = f.read_text()
+    f.write_text(original + "\n# an edit\n")
+    try:
+        changed = set(json.loads(_dvc(repo, "status", "--json")))
+    finally:
+        f.write_text(original)
+    assert set(stale) <= changed and not set(fresh) & changed, changed
+    assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
+
+
+@pytest.mark.e2e
 def test_dvc_remote_restores_outputs_in_a_fresh_clone_without_recomputing(pipeline):
     repo, _, _ = pipeline
     remote = repo.parent / "remote"
@@ -210,6 +231,7 @@ def test_mlflow_run_holds_everything(pipeline):
         assert key.strip("`") in (run.data.metrics if kind == "metrics" else run.data.params), col
 
 
+@pytest.mark.e2e  # re-clusters latents and pixels: 50-110 s
 def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     import mlflow
 
@@ -228,6 +250,7 @@ def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     assert runs[1].data.metrics["autoencoder/acc"] == pytest.approx(m["autoencoder"]["acc"])
 
 
+@pytest.mark.e2e
 def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
     import mlflow
 
@@ -251,14 +274,18 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
     # (slow: it retrains; a retraining param change is also checked by the `dvc exp run` test)
     pytest.param(["train.augment.degrees=0", "train.augment.translate=0"],
                  ["train", "cluster", "finetune", "evaluate"], ["anomaly_", "baselines"],
-                 marks=pytest.mark.slow, id="augment"),
+                 marks=pytest.mark.e2e, id="augment"),
     # another cluster pipeline: re-cluster latents and pixels, no retraining (slow: the
     # cluster.k test above checks the same stages)
     pytest.param(["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "finetune", "baselines", "evaluate"],
-                 ["train", "anomaly_"], marks=pytest.mark.slow, id="cluster-pipeline"),
+                 ["train", "anomaly_"], marks=pytest.mark.e2e, id="cluster-pipeline"),
     # the self-labelling alone
     pytest.param(["finetune.fraction=0.5"], ["finetune", "evaluate"],
                  ["train", "embed", "cluster", "baselines", "anomaly_"], id="finetune"),
+    # the clustering's bottleneck: the anomaly branch pins its own (anomaly.latent_dim)
+    pytest.param(["model.latent_dim=8"], ["train", "embed", "cluster", "finetune", "evaluate", "anomaly_model"],
+                 ["baselines", "anomaly_train", "anomaly_score", "anomaly_evaluate"], marks=pytest.mark.e2e,
+                 id="latent-dim"),
 ])
 def test_a_param_change_reruns_exactly_its_stages(pipeline, overrides, rerun, untouched):
     repo, _, _ = pipeline
@@ -268,6 +295,7 @@ def test_a_param_change_reruns_exactly_its_stages(pipeline, overrides, rerun, un
     assert not any(f"[{stage}" in out for stage in untouched), out
 
 
+@pytest.mark.e2e
 def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):
     repo, _, _ = pipeline
     before = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
@@ -282,7 +310,7 @@ def test_dvc_exp_run_composes_conf_and_changes_the_metrics(pipeline):
     assert "latent4" in json.dumps(shown)
 
 
-@pytest.mark.slow  # 3 whole pipelines in 2 queue workers: 7-8 min
+@pytest.mark.e2e  # 3 whole pipelines in 2 queue workers: 7-8 min
 def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path, mirror):
     """`dvc exp run --queue` + `dvc queue start -j 2`: the runs land in <repo>/mlflow.db."""
     import time

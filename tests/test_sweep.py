@@ -42,6 +42,7 @@ def parallel_sweep(tmp_path_factory, mirror):
     return tmp, uri, r.stdout + r.stderr
 
 
+@pytest.mark.e2e
 def test_parallel_sweep_loses_no_run_and_no_metric(parallel_sweep):
     tmp, uri, out = parallel_sweep
     assert "database is locked" not in out
@@ -68,6 +69,7 @@ def test_parallel_sweep_loses_no_run_and_no_metric(parallel_sweep):
         assert metrics["autoencoder"]["acc"] == pytest.approx(r.data.metrics["autoencoder/acc"])
 
 
+@pytest.mark.e2e
 def test_data_and_baselines_are_prepared_once_per_sweep(parallel_sweep):
     tmp, _, out = parallel_sweep
     assert out.count("[download] wrote") == 1
@@ -76,6 +78,7 @@ def test_data_and_baselines_are_prepared_once_per_sweep(parallel_sweep):
     assert len(list((tmp / "data/cache").glob("prepared-*.npz"))) == 1
 
 
+@pytest.mark.e2e
 def test_parent_run_carries_the_comparison(parallel_sweep):
     import mlflow
 
@@ -97,6 +100,7 @@ def test_parent_run_carries_the_comparison(parallel_sweep):
     assert len(accs) == 2 and parent.data.metrics["autoencoder/acc"] == pytest.approx(sum(accs) / 2)
 
 
+@pytest.mark.e2e
 def test_compare_command_summarises_the_latest_sweep(parallel_sweep):
     import pandas as pd
 
@@ -128,6 +132,50 @@ def test_single_run_rejects_a_bad_value_before_any_work(tmp_path):
     assert r.returncode == 2
     assert "error: model.latent_dim must be an int >= 1, got 0" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
+    assert not (tmp_path / "runs").exists()  # no empty run folder
+
+
+@pytest.mark.parametrize("typo", ["model.latentdim=4", "+model.latentdim=4", "-m model.latentdim=2,4"])
+def test_an_unknown_key_is_one_line_naming_the_closest_valid_one(tmp_path, typo):
+    r = latentlab(tmp_path, *typo.split(), check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {typo.split()[-1]}: the config has no key 'model.latentdim'; did you mean 'model.latent_dim'?"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_keys_a_group_choice_brings_are_known(tmp_path):
+    from latentlab.config import check_keys
+
+    check_keys(["model=conv", "model.channels=[8,16]", "+experiment=best", "hydra.launcher.n_jobs=2"])
+    check_keys(["model=mlp,conv", "model.channels=[8]"])  # valid under one of the swept choices
+    with pytest.raises(Exception, match="no key 'model.channels'"):
+        check_keys(["model.channels=[8]"])  # the default mlp has none
+
+
+def test_a_failed_shared_stage_leaves_no_lock_behind(tmp_path):
+    from latentlab.sweep import _cached
+
+    def fails(path):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        _cached(tmp_path / "cache" / "x.npz", fails)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_sweep_parent_with_nothing_to_compare_closes_failed(tmp_path):
+    """The atexit hook handed close_run a tuple as metrics and left the parent RUNNING."""
+    import mlflow
+
+    from latentlab import tracking
+    from latentlab.sweep import MLflowSweep
+
+    cb = MLflowSweep()
+    cb.experiment, cb.sweep_dir = "latentlab", tmp_path
+    cb.parent_id = parent = tracking.open_parent("latentlab", name="sweep-x", tags={}, root=tmp_path)
+    cb._close("FINISHED")
+    assert mlflow.MlflowClient().get_run(parent).info.status == "FAILED"
 
 
 def test_a_latent_size_the_anomaly_task_would_ignore_is_refused_before_any_work(tmp_path):
@@ -138,6 +186,7 @@ def test_a_latent_size_the_anomaly_task_would_ignore_is_refused_before_any_work(
     assert "Traceback" not in r.stderr and not (tmp_path / "data").exists()
 
 
+@pytest.mark.e2e
 def test_a_failed_job_does_not_stop_the_sweep_and_fails_the_parent(tmp_path):
     r = latentlab(tmp_path, "-m", *TINY_SWEEP, "model.latent_dim=0,3", check=False)
     assert r.returncode != 0
@@ -149,6 +198,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_fails_the_parent(tmp_path):
     assert [(c.data.params["model.latent_dim"], c.info.status) for c in children] == [("3", "FINISHED")]
 
 
+@pytest.mark.e2e
 def test_submitit_launcher_runs_the_sweep(tmp_path):
     """Hydra's submitit launcher, locally: the same code path as SLURM, minus the scheduler."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -176,6 +226,7 @@ def test_slurm_preset_follows_the_trainer():
     assert launcher["timeout_min"] == 240 and launcher["array_parallelism"] == 64
 
 
+@pytest.mark.e2e
 def test_anomaly_sweep_over_the_normal_class(tmp_path):
     """`latentlab task=anomaly -m anomaly.normal=[0],[1],[0,1]`: one child run per normal set
     in the anomaly experiment, and the parent compares them by AUROC."""
@@ -206,3 +257,22 @@ def test_anomaly_sweep_over_the_normal_class(tmp_path):
     r = latentlab(tmp_path, "compare", "--task", "anomaly", "--sweep", "latest", "--out", "cmp", uri=uri)
     summary = pd.read_csv(tmp_path / "cmp/summary.csv")
     assert len(summary) == 3 and "unbalanced/f1 mean" in summary.columns
+
+
+@pytest.mark.e2e
+def test_digits_with_the_self_labelling_off_runs_to_the_end(tmp_path):
+    """`latentlab data=digits finetune.rounds=0` crashed after ~70 s under the default labels."""
+    r = latentlab(tmp_path, "data=digits", "finetune.rounds=0", "train.max_epochs=3",
+                  "trainer.enable_progress_bar=false")
+    assert "finetune.rounds=0, the cluster stage's 1797 assignments unchanged" in r.stdout
+
+
+@pytest.mark.e2e
+def test_the_anomaly_branch_on_a_labelled_table_from_the_command_line(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    csv = tmp_path / "breast_cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(csv, index=False)
+    r = latentlab(tmp_path, "data=table", f"data.path={csv}", "data.label=target", "task=anomaly",
+                  "anomaly.normal=[1]", "anomaly.max_epochs=5", "trainer.enable_progress_bar=false")
+    assert "[anomaly_evaluate] wrote" in r.stdout and "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ import pytest
 from test_sweep import TINY_SWEEP, latentlab, runs_of
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e  # a real server: 45-60 s to its first answer on 2 cores
 
 
 def _free_port() -> int:
@@ -83,8 +84,7 @@ LOAD = [*TINY_SWEEP, "data.max_train=500", "data.max_test=200", "train.max_epoch
         "finetune.rounds=0", "tracking.experiment=load20"]
 
 
-@pytest.mark.slow  # 20 jobs, 4 at a time, on 2 cores: about 5 min
-@pytest.mark.faults
+@pytest.mark.faults  # 20 jobs, 4 at a time, on 2 cores: about 5 min
 def test_a_20_job_parallel_sweep_against_one_server_loses_no_run_and_no_metric(server, tmp_path):
     import mlflow
 

@@ -44,6 +44,10 @@ def _remove_if_unused(folder: Path) -> None:
 
     if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
         shutil.rmtree(folder)
+        for parent in folder.parents:  # runs/single/ too, if this run was its only one
+            if parent == Path.cwd() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 def predict_main(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ import yaml
 
 PACKAGE = "latentlab"
 SRC = Path(__file__).resolve().parent  # src/latentlab
+ROOT = SRC.parents[1]  # the repository this code and its dvc.yaml belong to
 _VAR = re.compile(r"\$\{([^}]+)\}")
 
 

@@ -106,8 +106,8 @@ def run_pipeline(cfg: Mapping[str, Any], workdir: str | Path, *, parent_run_id: 
     """
     validate(cfg)
     tracking.check_server()
-    root = project_root()
-    stages = dag.order(dag.load(root, cfg), TARGETS[cfg["task"]])
+    root = project_root()  # where relative data paths are
+    stages = dag.order(dag.load(dag.ROOT, cfg), TARGETS[cfg["task"]])
     run_id = tracking.open_run(cfg, task=cfg["task"], parent_run_id=parent_run_id, tags=tags)
     try:
         metrics = _run_stages(stages, cfg, Path(workdir), cache_dir(), root, run_id)

@@ -17,9 +17,9 @@ from latentlab.stages.common import main
 def anomaly_train(cfg: Mapping[str, Any], data: Path, model_config: Path, model_out: Path, history_out: Path) -> str:
     """Fit the autoencoder ``model_config`` describes (the anomaly_model stage's file) on the
     protocol's normal training samples only (not augmented: augmentation is a clustering aid)."""
-    model = yaml.safe_load(model_config.read_text())["model"]
     ds = Prepared.load(data)
     split = split_for(cfg["anomaly"], cfg["seed"], ds)
+    model = yaml.safe_load(model_config.read_text())["model"]
     leak = f", {split.n_contaminated} of them anomalies" if split.n_contaminated else ""
     what = "images" if ds.is_images else "feature vectors"
     normal = f"classes {split.normal_classes}" if split.normal_classes else "no labels"

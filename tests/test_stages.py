@@ -1,0 +1,144 @@
+"""The stage functions in-process on one small real run (the session's ``small`` fixture):
+what each writes, and the defects users met, each with its own check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import with_value
+from latentlab import metric_names as M
+from latentlab.config import validate
+from latentlab.errors import ConfigError
+
+
+def test_finetune_rounds_zero_keeps_the_cluster_assignments_under_every_label_source(small, tmp_path):
+    """`latentlab data=digits finetune.rounds=0` crashed under the default labels=pixels."""
+    from latentlab.stages.finetune import finetune
+
+    cfg, p = small
+    for labels in ("pixels", "vote", "consensus"):
+        c = with_value(with_value(cfg, "finetune.rounds", 0), "finetune.labels", labels)
+        validate(c)
+        out = tmp_path / f"{labels}.npz"
+        line = finetune(c, p["data"], p["model"], p["assignments"], p["latents"], out, tmp_path / "clf.pt",
+                        p["baselines"])
+        assert "finetune.rounds=0" in line
+        with np.load(out) as f, np.load(p["assignments"]) as a:
+            assert np.array_equal(f[M.FINETUNED], a[M.AUTOENCODER])
+
+
+def test_reliable_labels_with_every_member_kept_are_refused(small):
+    cfg, _ = small
+    c = with_value(cfg, "finetune.labels", "reliable")
+    with pytest.raises(ConfigError, match=r"finetune.labels=reliable .* finetune.fraction=1.0 keeps every member"):
+        validate(c)
+    validate(with_value(c, "finetune.fraction", 0.5))
+    validate(with_value(c, "finetune.rounds", 0))  # off: nothing to refuse
+
+
+def test_a_stalled_training_says_so(small, tmp_path):
+    """A training that never leaves the mean image is named in the summary line."""
+    from latentlab.stages.train import train
+
+    cfg, p = small
+    c = with_value(with_value(cfg, "optimizer.lr", 1e-7), "train.max_epochs", 1)
+    line = train(c, p["data"], tmp_path / "m.pt", tmp_path / "h.csv")
+    assert "STALLED: no better than outputting the mean sample" in line
+    healthy = train(cfg, p["data"], tmp_path / "m2.pt", tmp_path / "h2.csv")
+    assert "STALLED" not in healthy
+
+
+def test_evaluate_tags_a_stalled_run_and_scores_label_free_in_one_space(small, tmp_path):
+    """Runs with different latent spaces compare: the label-free scores do not depend on them."""
+    import mlflow
+
+    from latentlab.stages.evaluate import evaluate
+
+    cfg, p = small
+    with np.load(p["latents"]) as z:
+        other = {k: z[k] for k in z.files}
+    rng = np.random.default_rng(0)
+    other["z_train"] = rng.normal(size=(len(other["z_train"]), 3)).astype(np.float32)  # another latent space
+    other["z_test"] = rng.normal(size=(len(other["z_test"]), 3)).astype(np.float32)
+    other["mse_train"] = other["mse_train"] * 0 + 1.0  # and a reconstruction worse than the mean image
+    other["mse_test"] = other["mse_test"] * 0 + 1.0
+    np.savez(tmp_path / "other.npz", **other)
+    fin = tmp_path / "fin.npz"
+    with np.load(p["assignments"]) as a:
+        np.savez(fin, **{M.FINETUNED: a[M.AUTOENCODER]})
+    results = []
+    for i, latents in enumerate((p["latents"], tmp_path / "other.npz")):
+        line = evaluate(cfg, p["data"], p["model"], p["history"], latents, [p["assignments"], fin, p["baselines"]],
+                        tmp_path / f"m{i}.json", tmp_path / f"plots{i}")
+        results.append((line, json.loads((tmp_path / f"m{i}.json").read_text())))
+    (ok_line, ok), (bad_line, bad) = results
+    for m in M.METHODS:
+        assert ok[m]["silhouette"] == pytest.approx(bad[m]["silhouette"]), m
+    assert not ok["train"]["stalled"] and bad["train"]["stalled"]
+    assert "STALLED" in bad_line and "STALLED" not in ok_line
+    runs = mlflow.MlflowClient().search_runs(
+        [mlflow.MlflowClient().get_experiment_by_name("latentlab").experiment_id], order_by=["start_time ASC"])
+    assert [r.data.tags["training.stalled"] for r in runs] == ["false", "true"]
+
+
+def test_evaluate_leaves_no_half_written_folder_when_a_figure_fails(small, tmp_path, monkeypatch):
+    from latentlab import plots
+    from latentlab.stages.evaluate import evaluate
+
+    cfg, p = small
+    fin = tmp_path / "fin.npz"
+    with np.load(p["assignments"]) as a:
+        np.savez(fin, **{M.FINETUNED: a[M.AUTOENCODER]})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a figure that cannot be drawn")
+
+    monkeypatch.setattr(plots, "contingency_heatmap", broken)
+    with pytest.raises(RuntimeError):
+        evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], [p["assignments"], fin, p["baselines"]],
+                 tmp_path / "metrics.json", tmp_path / "plots")
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "plots").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["fin.npz"]
+
+
+@pytest.fixture
+def breast_cancer(tmp_path):
+    """scikit-learn's bundled breast-cancer table as a CSV, `target` the label (1: benign)."""
+    from sklearn.datasets import load_breast_cancer
+
+    path = tmp_path / "breast_cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(path, index=False)
+    return path
+
+
+def _table_anomaly(csv, *more):
+    from omegaconf import OmegaConf
+
+    from conftest import TINY
+    from latentlab.config import compose
+
+    return OmegaConf.to_container(compose([*TINY, "data=table", f"data.path={csv}", "data.label=target",
+                                           "task=anomaly", "anomaly.normal=[1]", "anomaly.max_epochs=5", *more]),
+                                  resolve=True)
+
+
+def test_the_anomaly_branch_works_on_a_labelled_table_with_its_defaults(breast_cancer, tmp_path):
+    """It refused the image-only default error after training, divided features by 255 and
+    could not draw vectors; now every default fits feature vectors."""
+    from latentlab.sweep import run_pipeline
+
+    m = run_pipeline(_table_anomaly(breast_cancer), tmp_path / "job")
+    assert m["error"] == "mse" and m["normal_classes"] == [1]
+    assert m["test"]["auroc"] > 0.6, m["test"]  # malignant tumours are the unfamiliar ones
+    plots = tmp_path / "job" / "anomaly" / "evaluate" / "plots"
+    assert {p.name for p in plots.iterdir()} == {"score_histogram.png", "loss_curve.png", "roc_pr.png",
+                                                 "extremes.png"}
+
+
+def test_an_image_only_error_on_a_table_is_refused_before_training(breast_cancer):
+    with pytest.raises(ConfigError, match=r"anomaly.error=ssim compares images, but data.name=table gives feature "
+                                          r"vectors: use anomaly.error=auto, mse or max"):
+        validate(_table_anomaly(breast_cancer, "anomaly.error=ssim"))
