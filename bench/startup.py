@@ -37,9 +37,20 @@ IMPORTS = [
     ("import umap", "import umap"),
     ("import mlflow", "import mlflow"),
     ("import hydra + omegaconf", "import hydra, omegaconf"),
-    ("import latentlab.stages (every stage's module)", "import latentlab.stages"),
+    ("import every stage's module", "import latentlab.stages." + ", latentlab.stages.".join(
+        ["download", "train", "embed", "cluster", "finetune", "baselines", "export", "evaluate"])),
+    # umap-learn compiles its numba functions in every process unless they are cached
+    # (latentlab.clustering._import_umap); the second and later fresh processes show it.
+    ("first UMAP fit (2,000 x 32) in a process, umap-learn as shipped",
+     "import numpy as np, umap\nx = np.random.default_rng(0).normal(size=(2000, 32)).astype('float32')\n"
+     "umap.UMAP(n_components=10, n_neighbors=20, min_dist=0.0, n_epochs=100, random_state=0).fit_transform(x)"),
+    ("first UMAP fit (2,000 x 32) in a process, numba cache (latentlab)",
+     "import numpy as np\nfrom latentlab.clustering import make_manifold\n"
+     "x = np.random.default_rng(0).normal(size=(2000, 32)).astype('float32')\n"
+     "make_manifold({'n_components': 10, 'n_neighbors': 20, 'min_dist': 0.0, 'metric': 'euclidean', "
+     "'n_epochs': 100}, 0).fit_transform(x)"),
 ]
-SETUP = "import latentlab.stages, latentlab.config, latentlab.tracking\n"
+SETUP = "import latentlab.stages.common, latentlab.config, latentlab.tracking\n"
 CONFIG = [
     ("read + validate params.yaml", "latentlab.config.load_params('params.yaml')"),
     ("compose conf/ with Hydra", "latentlab.config.compose(['seed=1'])"),
@@ -47,13 +58,13 @@ CONFIG = [
 # A stage from process start to its first line of work: its imports and params.yaml.
 STAGES = [
     ("cluster stage start-up (imports + params)",
-     "from latentlab import clustering, config, stages\nconfig.load_params('params.yaml')"),
+     "import latentlab.stages.cluster\nfrom latentlab import config\nconfig.load_params('params.yaml')"),
     ("train stage start-up (imports + params)",
-     "from latentlab import config, stages, training\nconfig.load_params('params.yaml')"),
+     "import latentlab.stages.train\nfrom latentlab import config\nconfig.load_params('params.yaml')"),
     ("embed stage start-up (imports + params)",
-     "from latentlab import config, models, stages\nconfig.load_params('params.yaml')"),
+     "import latentlab.stages.embed\nfrom latentlab import config\nconfig.load_params('params.yaml')"),
     ("evaluate stage start-up (imports + params)",
-     "from latentlab import config, history, metrics, models, plots, stages, tracking\nimport mlflow\n"
+     "import latentlab.stages.evaluate\nimport mlflow\nfrom latentlab import config\n"
      "config.load_params('params.yaml')"),
 ]
 MLFLOW = """

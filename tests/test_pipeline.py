@@ -281,7 +281,7 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
                  ["train", "anomaly_"], marks=pytest.mark.e2e, id="cluster-pipeline"),
     # the self-labelling alone
     pytest.param(["finetune.fraction=0.5"], ["finetune", "evaluate"],
-                 ["train", "embed", "cluster", "baselines", "anomaly_"], id="finetune"),
+                 ["train", "embed", "cluster", "baselines", "anomaly_"], marks=pytest.mark.e2e, id="finetune"),
     # the clustering's bottleneck: the anomaly branch pins its own (anomaly.latent_dim)
     pytest.param(["model.latent_dim=8"], ["train", "embed", "cluster", "finetune", "evaluate", "anomaly_model"],
                  ["baselines", "anomaly_train", "anomaly_score", "anomaly_evaluate"], marks=pytest.mark.e2e,

@@ -8,6 +8,7 @@ of N2D) -> k-means or a Gaussian mixture.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -84,7 +85,6 @@ def _embed_all(pre: Pipeline, x: np.ndarray) -> np.ndarray:
     # Below UMAP_EXACT_BELOW points umap-learn computes every distance itself, uncompiled.
     if manifold == "passthrough" or manifold.metric not in EXACT_GRAPHS or len(x) < UMAP_EXACT_BELOW:
         return pre.fit_transform(x)
-    import warnings
 
     xp = pre[:-1].fit_transform(x)
     manifold.precomputed_knn = (*EXACT_GRAPHS[manifold.metric](xp, manifold.n_neighbors), None)
@@ -93,12 +93,44 @@ def _embed_all(pre: Pipeline, x: np.ndarray) -> np.ndarray:
         return manifold.fit_transform(xp)
 
 
+def _import_umap():
+    """umap-learn, its numba functions compiled with ``cache=True``.
+
+    umap-learn compiles ~100 functions anew in every process (pynndescent caches its own):
+    about 11 s of each stage process that runs UMAP (cluster, baselines and its worker).
+    Compiled once into numba's cache beside the library, a new process's first fit of 2,000
+    points takes 5.4 s instead of 17.3 s (bench/startup.py measures it). numba's cache is
+    keyed by each source file's stamp: an upgraded umap-learn recompiles."""
+    import sys
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    def cached(decorator):
+        def wrapper(*args, **kwargs):
+            if len(args) == 1 and callable(args[0]) and not kwargs:  # @numba.njit without arguments
+                return decorator(cache=True)(args[0])
+            return decorator(*args, **{"cache": True, **kwargs})
+        return wrapper
+
+    njit, jit = numba.njit, numba.jit
+    numba.njit, numba.jit = cached(njit), cached(jit)
+    try:
+        with warnings.catch_warnings():  # functions numba cannot cache still compile, as before
+            warnings.simplefilter("ignore", numba.NumbaWarning)
+            import umap
+    finally:
+        numba.njit, numba.jit = njit, jit
+    return umap
+
+
 def make_manifold(umap: Mapping[str, Any], seed: int):
     """UMAP with the config's settings. A fixed ``random_state`` makes it deterministic
     (and single-threaded: umap-learn's price for reproducibility). ``n_epochs`` None is
     umap-learn's own choice (200 above 10,000 points, 500 below); its layout is most of
     UMAP's time, in proportion to the epochs."""
-    from umap import UMAP
+    UMAP = _import_umap().UMAP
 
     return UMAP(n_components=umap["n_components"], n_neighbors=umap["n_neighbors"], min_dist=umap["min_dist"],
                 metric=umap["metric"], n_epochs=umap["n_epochs"], random_state=seed, n_jobs=1)
