@@ -16,12 +16,13 @@ repro: uv
 
 # The tests in tiers (README, Tests). `make test`, the README's test command: unit tests,
 # the stage functions in-process on one small real run, and one real small `dvc repro`
-# (under 5 min in a fresh clone on 2 cores). `make test-e2e`: the real multi-process
+# (under 5 min in a fresh clone on 2 cores: two pytest workers, a test file each, since most
+# of a stage's start-up is single-threaded imports). `make test-e2e`: the real multi-process
 # checks: sweeps with every launcher, the DVC queue, a tracking server, DDP, push/pull
 # and the fault checks (kill and resume, lost servers, full disks, 20 jobs at once).
 # `make test-slow`: full-MNIST checks, benchmarks in all but name. CI runs test and test-e2e.
 test: uv
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 test-e2e: uv
 	$(RUN) pytest -m e2e

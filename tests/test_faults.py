@@ -1,8 +1,9 @@
 """What the project promises under faults, checked for real: a training killed with SIGKILL
 resumes; an unreachable or lost tracking server, an unwritable folder and a full disk are
 one clear error and leave no partial output; malformed configs and dataset files are
-refused by name (property-based, with hypothesis). `make test-faults` runs this file with
-its slow checks; the 20-job sweep against one server is in tests/test_tracking_server.py."""
+refused by name (property-based, with hypothesis). Part of `make test-e2e` (CI runs it);
+`pytest -m faults` runs the fault checks alone, with the 20-job sweep against one server in
+tests/test_tracking_server.py."""
 
 from __future__ import annotations
 
