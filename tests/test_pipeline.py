@@ -58,21 +58,21 @@ def _dvc(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, mirror):
-    """One `dvc repro` of the default pipeline on 2,000 MNIST images, 2 epochs."""
+    """One `dvc repro evaluate` (the clustering branch) of the default pipeline on 2,000 MNIST
+    images, 5 epochs; the anomaly branch's own test (e2e) reproduces the rest."""
     tmp = tmp_path_factory.mktemp("e2e")
     repo = _copy_project(tmp / "repo")
     _set(repo / "params.yaml", TINY)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp / "cache")}
     (tmp / "env.json").write_text(json.dumps(env))
-    out = _dvc(repo, "repro")
+    out = _dvc(repo, "repro", "evaluate")
     return repo, out, env["MLFLOW_TRACKING_URI"]
 
 
 def test_repro_writes_metrics_for_every_method(pipeline):
     repo, out, _ = pipeline
-    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "export", "evaluate", "anomaly_train",
-                  "anomaly_score", "anomaly_evaluate"):
+    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "export", "evaluate"):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
@@ -90,8 +90,13 @@ def test_repro_writes_metrics_for_every_method(pipeline):
         assert (repo / "outputs/evaluate/plots" / f"{png}.png").stat().st_size > 5000
 
 
+@pytest.mark.e2e  # the anomaly branch's four stages as four more processes
 def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeline):
-    repo, out, _ = pipeline
+    repo, _, _ = pipeline
+    out = _dvc(repo, "repro")
+    for stage in ("anomaly_model", "anomaly_train", "anomaly_score", "anomaly_evaluate"):
+        assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
+    assert "[train]" not in out  # the clustering branch was done
     m = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert m["protocol"] == "one_class" and m["normal_classes"] == [0] and m["n_contaminated"] == 0
     assert f"on {m['n_fit']} normal images (classes [0])" in out
@@ -117,6 +122,7 @@ def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeli
         assert plot in page, plot
 
 
+@pytest.mark.e2e  # after the test above
 def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     import mlflow
     import numpy as np
@@ -150,17 +156,16 @@ def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
 
 def test_second_repro_does_nothing(pipeline):
     repo, _, _ = pipeline
-    out = _dvc(repo, "repro")
+    out = _dvc(repo, "repro", "evaluate")
     assert "wrote" not in out
-    assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
+    assert _dvc(repo, "status", "--with-deps", "evaluate").strip() == "Data and pipelines are up to date."
 
 
 @pytest.mark.parametrize("module, stale, fresh", [
     # models.encode computes the latents and errors: embed and everything after it
-    ("models.py", ["train", "embed", "finetune", "export", "evaluate", "anomaly_train", "anomaly_score",
-                   "anomaly_evaluate"], ["download", "cluster", "baselines", "anomaly_model"]),
-    # a figure: the two stages that draw, never a training
-    ("plots.py", ["evaluate", "anomaly_evaluate"], ["train", "embed", "cluster", "baselines", "anomaly_train"]),
+    ("models.py", ["train", "embed", "finetune", "export", "evaluate"], ["download", "cluster", "baselines"]),
+    # a figure: the stage that draws, never a training (tests/test_dag.py: the anomaly branch too)
+    ("plots.py", ["evaluate"], ["download", "train", "embed", "cluster", "finetune", "baselines", "export"]),
 ])
 def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline, module, stale, fresh):
     repo, _, _ = pipeline
@@ -168,11 +173,11 @@ def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline, module
     original = f.read_text()
     f.write_text(original + "\n# an edit\n")
     try:
-        changed = set(json.loads(_dvc(repo, "status", "--json")))
+        changed = set(json.loads(_dvc(repo, "status", "--with-deps", "evaluate", "--json")))
     finally:
         f.write_text(original)
     assert set(stale) <= changed and not set(fresh) & changed, changed
-    assert _dvc(repo, "status").strip() == "Data and pipelines are up to date."
+    assert _dvc(repo, "status", "--with-deps", "evaluate").strip() == "Data and pipelines are up to date."
 
 
 @pytest.mark.e2e
