@@ -33,23 +33,28 @@ def test_every_stage_module_exists_and_is_named_after_its_stage(stages):
         assert (ROOT / "src" / Path(*s.module.split("."))).with_suffix(".py").is_file()
 
 
-def test_the_closure_follows_function_level_imports(tmp_path, monkeypatch):
-    """A module imported inside a function counts, and so do parent packages."""
-    pkg = tmp_path / "latentlab"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "a.py").write_text("def f():\n    from latentlab import b\n    return b\n")
-    (pkg / "b.py").write_text("import latentlab.c as c\n")
-    (pkg / "c.py").write_text("from latentlab.errors import X\n")
-    (pkg / "errors.py").write_text("X = 1\n")
-    (pkg / "unused.py").write_text("")
-    monkeypatch.setattr(dag, "SRC", pkg)
-    dag.closure.cache_clear()
-    try:
-        got = dag.code_closure("latentlab.sub.a")
-    finally:
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A throw-away ``latentlab`` package of the given files, in place of the real one."""
+    def make(files: dict[str, str]) -> Path:
+        pkg = tmp_path / "latentlab"
+        for name, text in files.items():
+            (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+            (pkg / name).write_text(text)
+        monkeypatch.setattr(dag, "SRC", pkg)
         dag.closure.cache_clear()
+        return pkg
+
+    yield make
+    dag.closure.cache_clear()
+
+
+def test_the_closure_follows_function_level_imports(package):
+    """A module imported inside a function counts, and so do parent packages."""
+    package({"__init__.py": "", "sub/__init__.py": "", "sub/a.py": "def f():\n    from latentlab import b\n",
+             "b.py": "import latentlab.c as c\n", "c.py": "from latentlab.errors import X\n", "errors.py": "X = 1\n",
+             "unused.py": ""})
+    got = dag.code_closure("latentlab.sub.a")
     assert got == [f"src/latentlab/{f}" for f in ("__init__.py", "b.py", "c.py", "errors.py", "sub/__init__.py",
                                                   "sub/a.py")]
 
@@ -83,16 +88,8 @@ def test_the_sweep_cache_key_changes_with_the_code(stages, tmp_path, monkeypatch
     assert sweep.stage_key(s, tiny_cfg, {"data/prepared.npz": "k"}, ROOT) != before
 
 
-def test_the_fingerprint_reads_the_code(tmp_path, monkeypatch):
-    pkg = tmp_path / "latentlab"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "m.py").write_text("x = 1\n")
-    monkeypatch.setattr(dag, "SRC", pkg)
-    dag.closure.cache_clear()
-    try:
-        a = dag.fingerprint("latentlab.m")
-        (pkg / "m.py").write_text("x = 2\n")
-        assert dag.fingerprint("latentlab.m") != a
-    finally:
-        dag.closure.cache_clear()
+def test_the_fingerprint_reads_the_code(package):
+    pkg = package({"__init__.py": "", "m.py": "x = 1\n"})
+    a = dag.fingerprint("latentlab.m")
+    (pkg / "m.py").write_text("x = 2\n")
+    assert dag.fingerprint("latentlab.m") != a
