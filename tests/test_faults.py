@@ -225,7 +225,7 @@ BAD_VALUES = {
     "cluster.assign_rest": _not_in(("neighbors", "transform")),
     "model.activation": _not_in(("relu", "gelu", "elu", "leaky_relu", "tanh", "silu")),
     "finetune.labels": _not_in(("reliable", "consensus", "vote", "pixels")),
-    "anomaly.error": _not_in(("mse", "max", "ssim")),
+    "anomaly.error": _not_in(("auto", "mse", "max", "ssim")),
     "protocol": _not_in(("all", "train_test")),
     "model._target_": _not_in(("latentlab.models.MLPAutoencoder", "latentlab.models.ConvAutoencoder")),
 }
