@@ -75,7 +75,7 @@ def test_data_and_baselines_are_prepared_once_per_sweep(parallel_sweep):
     assert out.count("[download] wrote") == 1
     assert out.count("[baselines] wrote") == 2  # one per seed
     assert out.count("[train] wrote") == 8
-    assert len(list((tmp / "data/cache").glob("prepared-*.npz"))) == 1
+    assert len(list((tmp / "data/cache").glob("download-prepared-*.npz"))) == 1
 
 
 @pytest.mark.e2e
