@@ -149,7 +149,9 @@ def test_keys_a_group_choice_brings_are_known(tmp_path):
 
     check_keys(["model=conv", "model.channels=[8,16]", "+experiment=best", "hydra.launcher.n_jobs=2"])
     check_keys(["model=mlp,conv", "model.channels=[8]"])  # valid under one of the swept choices
-    with pytest.raises(Exception, match="no key 'model.channels'"):
+    from latentlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no key 'model.channels'"):
         check_keys(["model.channels=[8]"])  # the default mlp has none
 
 

@@ -33,8 +33,7 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, kind: str = "mse"
     mse: mean squared error; max: the worst pixel's squared error (a small, sharp
     defect); ssim: 1 - structural similarity (structure rather than intensity).
     """
-    if kind not in RECON_ERRORS:
-        raise ConfigError(f"reconstruction error must be one of {list(RECON_ERRORS)}, got {kind!r}")
+    check("anomaly.error", kind, RECON_ERRORS)
     if kind == "ssim":
         if x.ndim != 4:
             raise ConfigError(f"anomaly.error=ssim compares images; these samples are vectors of shape "
@@ -76,8 +75,7 @@ def features(net: torch.nn.Module, x: np.ndarray, error: str = "mse", batch_size
     """uint8 images (N, C, H, W) -> (N, 1 + d) float64: reconstruction error, then latents."""
     from latentlab.models import to_float
 
-    if error not in RECON_ERRORS:
-        raise ConfigError(f"reconstruction error must be one of {list(RECON_ERRORS)}, got {error!r}")
+    check("anomaly.error", error, RECON_ERRORS)
     if len(x) == 0:
         raise ConfigError("no images to score")
     net.eval()
@@ -286,8 +284,7 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     training split (real data is never clean); validation is drawn from the same pool.
     """
     all_classes = sorted(int(c) for c in np.unique(np.concatenate([y_train, y_test])) if c >= 0)
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"anomaly protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    check("anomaly.protocol", protocol, PROTOCOLS)
     if protocol == "unsupervised":
         if not 0.0 < val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")

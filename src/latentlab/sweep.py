@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import time
@@ -125,6 +126,10 @@ def _run_stages(stages: list[dag.Stage], cfg: Mapping[str, Any], workdir: Path, 
     where: dict[str, str] = {}   # dvc.yaml path -> this job's path
     keys: dict[str, str] = {}    # a shared output's dvc.yaml path -> its key
     metrics = None
+
+    def in_job(path: str) -> str:  # dvc.yaml's outputs/... -> the job's folder
+        return str(workdir / Path(path).relative_to("outputs")) if path.startswith("outputs/") else path
+
     for stage in stages:
         fn = getattr(importlib.import_module(stage.module), stage.name)
         if stage.name in SHARED:
@@ -134,15 +139,13 @@ def _run_stages(stages: list[dag.Stage], cfg: Mapping[str, Any], workdir: Path, 
                 where[o] = str(cache / f"{stage.name}-{name.stem}-{key}{name.suffix}")
                 keys[o] = key
         else:
-            for o in stage.outs:
-                where[o] = str(workdir / Path(o).relative_to("outputs")) if o.startswith("outputs/") else o
+            where.update({o: in_job(o) for o in stage.outs})
         argv = []
         for flag, values in stage.args.items():
-            moved = [where.get(v) or (str(workdir / Path(v).relative_to("outputs")) if v.startswith("outputs/") else v)
-                     for v in values]
+            moved = [where.get(v) or in_job(v) for v in values]
             argv += [f"--{flag.replace('_', '-')}", *moved]
         kwargs = parse_args(fn, argv)
-        if "run_id" in fn.__code__.co_varnames[:fn.__code__.co_argcount]:
+        if "run_id" in inspect.signature(fn).parameters:
             kwargs["run_id"] = run_id
         if stage.name in SHARED:
             first = Path(where[stage.outs[0]])

@@ -31,7 +31,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     tracking.check_server()
     protocol = cfg["protocol"]
     ds = Prepared.load(data)
-    _, _, x_score, y = ds.split(protocol)
+    x_fit, _, x_score, y = ds.split(protocol)
     labels: dict[str, np.ndarray] = {}
     for path in assignments:
         with np.load(path) as a:
@@ -56,7 +56,6 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
                      **metrics.label_free(common, labels[m], seed=cfg["seed"]),
                      "n_clusters": int(len(np.unique(labels[m])))}
     hist = history_file.read(history)
-    x_fit = ds.split(protocol)[0]
     mean_mse = models.mean_sample_mse(x_fit, x_score)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
                        "mean_sample_mse": mean_mse, "stalled": models.stalled(result["recon_mse"], mean_mse)}
