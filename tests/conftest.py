@@ -63,7 +63,8 @@ def with_value(cfg: dict, key: str, value) -> dict:
 def small(tmp_path_factory, mirror):
     """One small real run shared by the in-process stage tests: 1,500 + 500 MNIST images
     prepared, a tiny autoencoder trained (3 epochs), latents, cluster and baseline
-    assignments, in a session folder. Tests read these files and write their own."""
+    assignments, both self-labellings, in a session folder. Tests read these files and
+    write their own."""
     from omegaconf import OmegaConf
 
     from latentlab.config import compose
@@ -71,6 +72,8 @@ def small(tmp_path_factory, mirror):
     from latentlab.stages.cluster import cluster
     from latentlab.stages.download import download
     from latentlab.stages.embed import embed
+    from latentlab.stages.finetune import finetune
+    from latentlab.stages.raw_selflabel import raw_selflabel
     from latentlab.stages.train import train
 
     d = tmp_path_factory.mktemp("small")
@@ -80,10 +83,14 @@ def small(tmp_path_factory, mirror):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
         p = {k: d / v for k, v in {"data": "prepared.npz", "model": "model.pt", "history": "history.csv",
                                    "latents": "latents.npz", "assignments": "assignments.npz",
-                                   "baselines": "baselines.npz"}.items()}
+                                   "baselines": "baselines.npz", "selflabel": "selflabel.npz",
+                                   "classifier": "classifier.pt", "raw_selflabel": "raw_selflabel.npz"}.items()}
         download(cfg, p["data"])
         train(cfg, p["data"], p["model"], p["history"])
         embed(cfg, p["data"], p["model"], p["latents"])
         cluster(cfg, p["latents"], p["assignments"])
         baselines(cfg, p["data"], p["baselines"])
+        finetune(cfg, p["data"], p["model"], p["assignments"], p["latents"], p["selflabel"], p["classifier"])
+        raw_selflabel(cfg, p["data"], p["baselines"], p["raw_selflabel"])
+    p["all"] = [p["assignments"], p["selflabel"], p["baselines"], p["raw_selflabel"]]  # what evaluate reads
     return cfg, p

@@ -47,8 +47,8 @@ def test_dvc_repro_on_a_csv_without_labels(wine):
     assert table["cluster"].nunique() == 3  # silhouette picks the three cultivars' k
     assert table["is_anomaly"].sum() == pytest.approx(0.01 * len(table), abs=2)
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
-    assert m["labelled"] is False and "acc" not in m["finetuned"]
-    assert set(m["finetuned"]) >= {"silhouette", "davies_bouldin", "calinski_harabasz"}
+    assert m["labelled"] is False and "acc" not in m["autoencoder_selflabel"]
+    assert set(m["autoencoder_selflabel"]) >= {"silhouette", "davies_bouldin", "calinski_harabasz"}
     a = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert a["protocol"] == "unsupervised" and "test" not in a and 0 <= a["test_flagged"] < 0.2
     assert "Stage 'download' didn't change" in _dvc(repo, "repro") or "Data and pipelines are up to date" in \
@@ -58,7 +58,7 @@ def test_dvc_repro_on_a_csv_without_labels(wine):
 
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     run = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])[0]
-    assert run.data.metrics["finetuned/silhouette"] == pytest.approx(m["finetuned"]["silhouette"])
+    assert run.data.metrics["autoencoder_selflabel/silhouette"] == pytest.approx(m["autoencoder_selflabel"]["silhouette"])
     assert "assignments.csv" in {f.path for f in client.list_artifacts(run.info.run_id)}
 
 
@@ -102,5 +102,5 @@ def test_sweep_on_the_csv_compares_by_silhouette(tmp_path):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])
     parent = next(x for x in runs if x.data.tags.get("latentlab.sweep") == "parent")
-    assert parent.info.status == "FINISHED" and "finetuned/silhouette" in parent.data.metrics
+    assert parent.info.status == "FINISHED" and "autoencoder_selflabel/silhouette" in parent.data.metrics
     assert sum(x.data.tags.get("mlflow.parentRunId") == parent.info.run_id for x in runs) == 2

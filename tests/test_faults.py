@@ -224,7 +224,7 @@ BAD_VALUES = {
     "cluster.algorithm": _not_in(("kmeans", "gmm")),
     "cluster.assign_rest": _not_in(("neighbors", "transform")),
     "model.activation": _not_in(("relu", "gelu", "elu", "leaky_relu", "tanh", "silu")),
-    "finetune.labels": _not_in(("reliable", "consensus", "vote", "pixels")),
+    "finetune.lr_schedule": _not_in(("cosine", "onecycle")),
     "anomaly.error": _not_in(("auto", "mse", "max", "ssim")),
     "protocol": _not_in(("all", "train_test")),
     "model._target_": _not_in(("latentlab.models.MLPAutoencoder", "latentlab.models.ConvAutoencoder")),

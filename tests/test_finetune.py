@@ -48,13 +48,19 @@ def noisy_digits(mirror):
     return x, y, noisy, neighbors
 
 
-def _run(noisy_digits, **kw):
+MODEL = {"_target_": "latentlab.models.MLPAutoencoder", "latent_dim": 8, "hidden": [128],
+         "activation": "relu", "input_dropout": 0.0}
+
+
+def _run(noisy_digits, net=None, **kw):
     x, _, noisy, neighbors = noisy_digits
-    torch.manual_seed(0)  # the same starting encoder every time (the stage loads a saved one)
-    ae = MLPAutoencoder(input_shape=(1, 28, 28), latent_dim=8, hidden=(128,))
+    if net is None:
+        torch.manual_seed(0)  # the same starting encoder every time (the stage loads a saved one)
+        ae = MLPAutoencoder(input_shape=(1, 28, 28), latent_dim=8, hidden=(128,))
+        net = ft.encoder_classifier(ae, 8, 5, seed=0)
     args = dict(k=5, rounds=1, epochs=8, fraction=0.6, lr=1e-3, batch_size=64,
-                augment={"degrees": 10.0, "translate": 0.1}, seed=0, latent_dim=8, trainer=CPU)
-    return ft.self_label(ae, x, noisy, np.zeros(len(x)), neighbors=neighbors, **{**args, **kw})
+                augment={"degrees": 10.0, "translate": 0.1}, seed=0, trainer=CPU)
+    return ft.self_label(net, x, noisy, np.zeros(len(x)), neighbors=neighbors, **{**args, **kw})
 
 
 def test_self_labelling_corrects_most_wrong_labels(noisy_digits):
@@ -77,77 +83,49 @@ def test_self_labelling_is_deterministic_and_rounds_zero_is_a_no_op(noisy_digits
 def test_saved_classifier_reloads_to_the_same_predictions(noisy_digits, tmp_path):
     x = noisy_digits[0]
     result = _run(noisy_digits, epochs=1)
-    from latentlab import training
-    from latentlab.training import FitResult
-
-    ae_path = tmp_path / "ae.pt"
-    ae = MLPAutoencoder(input_shape=(1, 28, 28), latent_dim=8, hidden=(128,))
-    model_cfg = {"_target_": "latentlab.models.MLPAutoencoder", "latent_dim": 8, "hidden": [128],
-                 "activation": "relu", "input_dropout": 0.0}
-    training.save(FitResult(net=ae, hparams={"model": model_cfg, "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True},
-                                             "input_shape": (1, 28, 28)},
-                            history=[], best_val_loss=0.0, best_epoch=0), ae_path)
-    ft.save(result, ae_model=ae_path, path=tmp_path / "clf.pt")
+    ft.save(result, tmp_path / "clf.pt", model=MODEL, input_shape=(1, 28, 28))
     back = ft.load(tmp_path / "clf.pt")
     np.testing.assert_array_equal(ft.predict_proba(back, x).argmax(1), result.labels)
-    ft.save(_run(noisy_digits, rounds=0), ae_model=ae_path, path=tmp_path / "none.pt")
+    with pytest.raises(ConfigError, match="needs the model config and input shape"):
+        ft.save(result, tmp_path / "bad.pt")
+    ft.save(_run(noisy_digits, rounds=0), tmp_path / "none.pt")
     with pytest.raises(ConfigError, match="finetune.rounds=0"):
         ft.load(tmp_path / "none.pt")
 
 
-def test_consensus_matches_cluster_ids_before_comparing():
+def test_match_renames_cluster_ids_one_to_one():
     a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
-    assert ft.consensus(a, b).tolist() == [True, True, False, True, True, True, True, False]
-    with pytest.raises(ConfigError, match="8 assignments with 3"):
-        ft.consensus(a, b[:3])
-
-
-def test_vote_is_hard_where_two_clusterings_agree_and_split_where_not():
-    a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
-    v = ft.vote(a, b, k=3)
-    assert v.shape == (8, 3) and v.dtype == np.float32
-    np.testing.assert_allclose(v.sum(1), 1.0)
-    np.testing.assert_allclose(v[0], [1, 0, 0])  # both say 0
-    np.testing.assert_allclose(v[2], [0.5, 0, 0.5])  # a says 0, b's 7 is a's 2
-    np.testing.assert_allclose(v[7], [0.5, 0, 0.5])  # a says 2, b's 5 is a's 0
     assert ft.match(a, b).tolist() == [0, 0, 2, 1, 1, 2, 2, 0]
+    with pytest.raises(ConfigError, match="8 assignments with 3"):
+        ft.match(a, b[:3])
 
 
-def test_soft_labels_train_on_every_image_and_must_fit(noisy_digits):
-    x, y, noisy, _ = noisy_digits
-    rng = np.random.default_rng(1)
-    other = y.copy()
-    flip = rng.random(len(y)) < 0.3
-    other[flip] = (y[flip] + rng.integers(1, 5, flip.sum())) % 5
-    soft = ft.vote(noisy, other, k=5)
-    result = _run(noisy_digits, classifier="conv", soft=soft, fraction=1.0, epochs=4, lr=3e-3,
-                  lr_schedule="onecycle", label_smoothing=0.1)
+def test_fresh_cnn_on_every_noisy_label_corrects_and_reloads(noisy_digits, tmp_path):
+    """The raw twin's recipe: a network that never saw an autoencoder, every label used."""
+    x, y, _, _ = noisy_digits
+    net = ft.fresh_classifier((1, 28, 28), 5, seed=0, channels=(16, 32))
+    result = _run(noisy_digits, net=net, fraction=1.0, epochs=4, lr=3e-3, lr_schedule="onecycle",
+                  label_smoothing=0.1)
     assert result.rounds[0]["n_used"] == len(x)
-    assert cluster_accuracy(y, result.labels) > 0.9
-    with pytest.raises(ConfigError, match=r"soft labels of shape \(2000, 4\), expected \(2000, 5\)"):
-        _run(noisy_digits, soft=soft[:, :4])
-
-
-def test_conv_classifier_on_consensus_labels_corrects_and_reloads(noisy_digits, tmp_path):
-    x, y, noisy, _ = noisy_digits
-    # A second, independently noisy clustering: where the two agree, labels are mostly right.
-    rng = np.random.default_rng(1)
-    other = y.copy()
-    flip = rng.random(len(y)) < 0.3
-    other[flip] = (y[flip] + rng.integers(1, 5, flip.sum())) % 5
-    agree = ft.consensus(noisy, other)
-    assert cluster_accuracy(y[agree], noisy[agree]) > 0.85
-    result = _run(noisy_digits, classifier="conv", candidates=agree, fraction=1.0, epochs=4, lr=3e-3,
-                  lr_schedule="onecycle", label_smoothing=0.1, channels=(16, 32))
-    assert result.rounds[0]["n_used"] == agree.sum()
     assert isinstance(result.net, ft.ConvNet) and cluster_accuracy(y, result.labels) > 0.9
     assert [m.out_channels for m in result.net.net if isinstance(m, torch.nn.Conv2d)] == [16, 32]
-    ft.save(result, ae_model=tmp_path / "unused.pt", path=tmp_path / "conv.pt")  # needs no autoencoder
+    ft.save(result, tmp_path / "conv.pt")  # needs no autoencoder
     loaded = ft.load(tmp_path / "conv.pt")
     assert loaded.channels == (16, 32)
     np.testing.assert_array_equal(ft.predict_proba(loaded, x).argmax(1), result.labels)
+
+
+def test_fresh_dense_network_for_feature_vectors_reloads(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    x = (rng.normal(size=(600, 12)) + 3 * np.eye(3, 12)[y]).astype(np.float32)
+    net = ft.fresh_classifier((12,), 3, seed=0, channels=(16, 32))
+    result = ft.self_label(net, x, y, np.zeros(len(x)), k=3, rounds=1, epochs=3, fraction=1.0, lr=3e-3,
+                           batch_size=64, augment={"degrees": 15.0, "translate": 0.1}, seed=0, trainer=CPU)
+    assert cluster_accuracy(y, result.labels) > 0.9
+    ft.save(result, tmp_path / "mlp.pt")
+    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "mlp.pt"), x).argmax(1), result.labels)
 
 
 def test_conv_classifier_widths_must_fit_the_images():
@@ -158,5 +136,5 @@ def test_conv_classifier_widths_must_fit_the_images():
 
 
 def test_conv_classifier_needs_images():
-    with pytest.raises(ConfigError, match=r"classifier=conv needs images \(C, H, W\), got inputs of shape \(13,\)"):
+    with pytest.raises(ConfigError, match=r"self-labelling CNN needs images \(C, H, W\), got inputs of shape \(13,\)"):
         ft.ConvNet((13,), k=3)

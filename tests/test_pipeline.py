@@ -72,11 +72,16 @@ def pipeline(tmp_path_factory, mirror):
 
 def test_repro_writes_metrics_for_every_method(pipeline):
     repo, out, _ = pipeline
-    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "export", "evaluate"):
+    for stage in ("download", "train", "embed", "cluster", "finetune", "baselines", "raw_selflabel", "export",
+                  "evaluate"):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
-    for method in ("autoencoder", "finetuned", "raw_kmeans", "raw_pca_kmeans", "raw_umap"):
+    assert sorted(k for k in m if isinstance(m[k], dict) and "acc" in m[k]) == sorted(
+        ["autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_umap_selflabel", "raw_umap",
+         "raw_pca_kmeans", "raw_kmeans"])
+    for method in ("autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_umap_selflabel", "raw_umap",
+                   "raw_pca_kmeans", "raw_kmeans"):
         assert set(m[method]) >= {"acc", "nmi", "ari", "purity", "silhouette", "davies_bouldin", "calinski_harabasz"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25
@@ -163,9 +168,11 @@ def test_second_repro_does_nothing(pipeline):
 
 @pytest.mark.parametrize("module, stale, fresh", [
     # models.encode computes the latents and errors: embed and everything after it
-    ("models.py", ["train", "embed", "finetune", "export", "evaluate"], ["download", "cluster", "baselines"]),
+    ("models.py", ["train", "embed", "finetune", "raw_selflabel", "export", "evaluate"],
+     ["download", "cluster", "baselines"]),
     # a figure: the stage that draws, never a training (tests/test_dag.py: the anomaly branch too)
-    ("plots.py", ["evaluate"], ["download", "train", "embed", "cluster", "finetune", "baselines", "export"]),
+    ("plots.py", ["evaluate"], ["download", "train", "embed", "cluster", "finetune", "baselines", "raw_selflabel",
+                                "export"]),
 ])
 def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(pipeline, module, stale, fresh):
     repo, _, _ = pipeline
@@ -245,6 +252,7 @@ def test_changing_a_clustering_param_reruns_downstream_only(pipeline):
     out = _dvc(repo, "repro")
     assert "[cluster] wrote" in out and "[evaluate] wrote" in out
     assert "[train]" not in out and "[baselines]" in out and "[finetune] wrote" in out  # baselines also use k
+    assert "[raw_selflabel] wrote" in out  # ... and so does the self-labelling twin, through them
     assert "[anomaly_" not in out
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -278,18 +286,18 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
     # augmentation is a clustering aid: the anomaly branch and the pixel baselines ignore it
     # (slow: it retrains; a retraining param change is also checked by the `dvc exp run` test)
     pytest.param(["train.augment.degrees=0", "train.augment.translate=0"],
-                 ["train", "cluster", "finetune", "evaluate"], ["anomaly_", "baselines"],
+                 ["train", "cluster", "finetune", "evaluate"], ["anomaly_", "baselines", "raw_selflabel"],
                  marks=pytest.mark.e2e, id="augment"),
     # another cluster pipeline: re-cluster latents and pixels, no retraining (slow: the
     # cluster.k test above checks the same stages)
     pytest.param(["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "finetune", "baselines", "evaluate"],
                  ["train", "anomaly_"], marks=pytest.mark.e2e, id="cluster-pipeline"),
     # the self-labelling alone
-    pytest.param(["finetune.fraction=0.5"], ["finetune", "evaluate"],
+    pytest.param(["finetune.fraction=0.5"], ["finetune", "raw_selflabel", "evaluate"],
                  ["train", "embed", "cluster", "baselines", "anomaly_"], marks=pytest.mark.e2e, id="finetune"),
     # the clustering's bottleneck: the anomaly branch pins its own (anomaly.latent_dim)
     pytest.param(["model.latent_dim=8"], ["train", "embed", "cluster", "finetune", "evaluate", "anomaly_model"],
-                 ["baselines", "anomaly_train", "anomaly_score", "anomaly_evaluate"], marks=pytest.mark.e2e,
+                 ["baselines", "raw_selflabel", "anomaly_train", "anomaly_score", "anomaly_evaluate"], marks=pytest.mark.e2e,
                  id="latent-dim"),
 ])
 def test_a_param_change_reruns_exactly_its_stages(pipeline, overrides, rerun, untouched):

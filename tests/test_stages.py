@@ -14,29 +14,56 @@ from latentlab.config import validate
 from latentlab.errors import ConfigError
 
 
-def test_finetune_rounds_zero_keeps_the_cluster_assignments_under_every_label_source(small, tmp_path):
-    """`latentlab data=digits finetune.rounds=0` crashed under the default labels=pixels."""
+def test_self_labelling_off_keeps_the_clusterings_it_would_have_refined(small, tmp_path):
+    """`latentlab data=digits finetune.rounds=0` crashed once: both self-labellings then pass
+    their clustering through, the autoencoder's and the pixels'."""
     from latentlab.stages.finetune import finetune
+    from latentlab.stages.raw_selflabel import raw_selflabel
 
     cfg, p = small
-    for labels in ("pixels", "vote", "consensus"):
-        c = with_value(with_value(cfg, "finetune.rounds", 0), "finetune.labels", labels)
-        validate(c)
-        out = tmp_path / f"{labels}.npz"
-        line = finetune(c, p["data"], p["model"], p["assignments"], p["latents"], out, tmp_path / "clf.pt",
-                        p["baselines"])
-        assert "finetune.rounds=0" in line
-        with np.load(out) as f, np.load(p["assignments"]) as a:
-            assert np.array_equal(f[M.FINETUNED], a[M.AUTOENCODER])
+    c = with_value(cfg, "finetune.rounds", 0)
+    validate(c)
+    line = finetune(c, p["data"], p["model"], p["assignments"], p["latents"], tmp_path / "ae.npz", tmp_path / "clf.pt")
+    assert "finetune.rounds=0" in line
+    assert "finetune.rounds=0" in raw_selflabel(c, p["data"], p["baselines"], tmp_path / "raw.npz")
+    with np.load(tmp_path / "ae.npz") as f, np.load(p["assignments"]) as a:
+        assert np.array_equal(f[M.AUTOENCODER_SELFLABEL], a[M.AUTOENCODER])
+    with np.load(tmp_path / "raw.npz") as f, np.load(p["baselines"]) as b:
+        assert np.array_equal(f[M.RAW_UMAP_SELFLABEL], b[M.RAW_UMAP])
 
 
-def test_reliable_labels_with_every_member_kept_are_refused(small):
-    cfg, _ = small
-    c = with_value(cfg, "finetune.labels", "reliable")
-    with pytest.raises(ConfigError, match=r"finetune.labels=reliable .* finetune.fraction=1.0 keeps every member"):
-        validate(c)
-    validate(with_value(c, "finetune.fraction", 0.5))
-    validate(with_value(c, "finetune.rounds", 0))  # off: nothing to refuse
+def test_the_autoencoder_method_starts_from_the_trained_encoder(small):
+    """autoencoder_selflabel trains the autoencoder's own encoder (its weights, copied), not a
+    fresh network; its twin's network has never seen the autoencoder."""
+    import torch
+
+    from latentlab import finetune as ft
+    from latentlab import models
+
+    cfg, p = small
+    ae = models.load(p["model"])
+    net = ft.encoder_classifier(ae, cfg["model"]["latent_dim"], 10, seed=0)
+    for (name, a), b in zip(ae.encoder.state_dict().items(), net.encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert net.encoder is not ae.encoder  # trained further as a copy: the autoencoder itself stays
+    assert isinstance(ft.fresh_classifier((1, 28, 28), 10, seed=0, channels=[16, 32]), ft.ConvNet)
+    assert isinstance(ft.fresh_classifier((30,), 10, seed=0, channels=[16, 32]), ft.MLPNet)
+
+
+def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_path):
+    from latentlab.stages.evaluate import evaluate
+
+    cfg, p = small
+    line = evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], p["all"], tmp_path / "m.json",
+                    tmp_path / "plots")
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert set(m["gain"]) == set(M.TWINS)
+    for method, twin in M.TWINS.items():
+        assert m["gain"][method]["twin"] == twin
+        assert m["gain"][method]["acc"] == pytest.approx(m[method]["acc"] - m[twin]["acc"])
+        assert m["gain"][method]["nmi"] == pytest.approx(m[method]["nmi"] - m[twin]["nmi"])
+        assert f"over {twin})" in line
+    assert all(M.is_raw(t) for t in M.TWINS.values()) and not any(M.is_raw(a) for a in M.TWINS)
 
 
 def test_a_stalled_training_says_so(small, tmp_path):
@@ -66,12 +93,9 @@ def test_evaluate_tags_a_stalled_run_and_scores_label_free_in_one_space(small, t
     other["mse_train"] = other["mse_train"] * 0 + 1.0  # and a reconstruction worse than the mean image
     other["mse_test"] = other["mse_test"] * 0 + 1.0
     np.savez(tmp_path / "other.npz", **other)
-    fin = tmp_path / "fin.npz"
-    with np.load(p["assignments"]) as a:
-        np.savez(fin, **{M.FINETUNED: a[M.AUTOENCODER]})
     results = []
     for i, latents in enumerate((p["latents"], tmp_path / "other.npz")):
-        line = evaluate(cfg, p["data"], p["model"], p["history"], latents, [p["assignments"], fin, p["baselines"]],
+        line = evaluate(cfg, p["data"], p["model"], p["history"], latents, p["all"],
                         tmp_path / f"m{i}.json", tmp_path / f"plots{i}")
         results.append((line, json.loads((tmp_path / f"m{i}.json").read_text())))
     (ok_line, ok), (bad_line, bad) = results
@@ -89,19 +113,16 @@ def test_evaluate_leaves_no_half_written_folder_when_a_figure_fails(small, tmp_p
     from latentlab.stages.evaluate import evaluate
 
     cfg, p = small
-    fin = tmp_path / "fin.npz"
-    with np.load(p["assignments"]) as a:
-        np.savez(fin, **{M.FINETUNED: a[M.AUTOENCODER]})
 
     def broken(*args, **kwargs):
         raise RuntimeError("a figure that cannot be drawn")
 
     monkeypatch.setattr(plots, "contingency_heatmap", broken)
     with pytest.raises(RuntimeError):
-        evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], [p["assignments"], fin, p["baselines"]],
+        evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], p["all"],
                  tmp_path / "metrics.json", tmp_path / "plots")
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "plots").exists()
-    assert [f.name for f in tmp_path.iterdir()] == ["fin.npz"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture

@@ -24,8 +24,6 @@ PROTOCOLS = ("all", "train_test")
 TASKS = ("cluster", "anomaly")
 ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "LeakyReLU", "tanh": "Tanh",
                "silu": "SiLU"}  # config name -> torch.nn class
-FINETUNE_CLASSIFIERS = ("auto", "encoder", "conv")
-FINETUNE_LABELS = ("reliable", "consensus", "vote", "pixels")
 AUGMENT_TARGETS = ("augmented", "original")  # what the autoencoder reconstructs from an augmented image
 FINETUNE_SCHEDULES = ("cosine", "onecycle")
 MANIFOLDS = ("none", "umap")

@@ -22,14 +22,19 @@ from latentlab import tracking
 from latentlab.choices import MODELS
 from latentlab.errors import LatentlabError
 
-DEFAULT_METRICS = (f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER}/ari",
-                   f"{M.FINETUNED}/acc", f"{M.FINETUNED}/nmi", "recon_mse")
+# Each autoencoder method's scores, then its paired gain over its raw twin (per run, so that
+# over seeds the mean, std and range are those of the per-seed differences).
+DEFAULT_METRICS = (f"{M.AUTOENCODER_SELFLABEL}/acc", f"{M.AUTOENCODER_SELFLABEL}/nmi",
+                   f"gain/{M.AUTOENCODER_SELFLABEL}/acc", f"gain/{M.AUTOENCODER_SELFLABEL}/nmi",
+                   f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"gain/{M.AUTOENCODER}/acc",
+                   f"gain/{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER_KMEANS}/acc", f"gain/{M.AUTOENCODER_KMEANS}/acc",
+                   "recon_mse")
 # Runs of data without labels have only label-free scores: these stand in for the defaults.
 LABEL_FREE_METRICS = (f"{M.AUTOENCODER}/silhouette", f"{M.AUTOENCODER}/davies_bouldin",
-                      f"{M.FINETUNED}/silhouette", f"{M.FINETUNED}/davies_bouldin", "recon_mse")
+                      f"{M.FINAL}/silhouette", f"{M.FINAL}/davies_bouldin", "recon_mse")
 # Per task: the metrics reported, and the one that picks the best (higher is better).
 TASK_METRICS = {
-    "cluster": (DEFAULT_METRICS, f"{M.AUTOENCODER}/acc"),
+    "cluster": (DEFAULT_METRICS, f"{M.FINAL}/acc"),
     "anomaly": (("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1"), "test/auroc"),
 }
 
@@ -42,7 +47,7 @@ def default_experiment(task: str) -> str:
 
     tracking_cfg = OmegaConf.load(CONF_DIR / "config.yaml").tracking
     return tracking_cfg["experiment" if task == "cluster" else "anomaly_experiment"]
-BASELINES = (M.RAW_KMEANS, M.RAW_PCA_KMEANS, M.RAW_UMAP)
+BASELINES = M.RAW_METHODS
 # Parameters that differ between runs without changing what was computed.
 IGNORED = {"params.data.mirror", "params.data.cache", "params.seed"}
 LATENT = "params.model.latent_dim"
@@ -160,11 +165,12 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
         ax.bar(range(len(summary)), mean, yerr=err, capsize=3)
         ax.set_xticks(range(len(summary)), labels, rotation=30, ha="right")
     method, _, score = metric.partition("/")
-    if method in (M.AUTOENCODER, M.FINETUNED):
-        for b, style in zip(BASELINES, ("--", ":", "-.")):
-            col = f"metrics.{b}/{score}"
-            if col in runs.columns and runs[col].notna().any():
-                ax.axhline(runs[col].mean(), color="grey", linestyle=style, label=f"{b} (baseline)")
+    if method in M.TWINS:  # the raw twin: what the same procedure gives without the autoencoder
+        col = f"metrics.{M.TWINS[method]}/{score}"
+        if col in runs.columns and runs[col].notna().any():
+            ax.axhline(runs[col].mean(), color="grey", linestyle="--", label=f"{M.TWINS[method]} (raw twin)")
+    if method == "gain":
+        ax.axhline(0.0, color="grey", linestyle="--", label="level with the raw twin")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean over seeds, bars = min..max")
     ax.grid(alpha=0.3)
@@ -173,7 +179,7 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
 
 
 def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, out_dir: str | Path,
-            metrics: tuple[str, ...] = DEFAULT_METRICS, rank_by: str = f"{M.AUTOENCODER}/acc",
+            metrics: tuple[str, ...] = DEFAULT_METRICS, rank_by: str = f"{M.FINAL}/acc",
             uri: str | None = None) -> Report:
     """Write runs.csv, summary.csv, summary.md and one plot per metric into ``out_dir``."""
     raw = load_runs(experiment=experiment, parent_run_id=parent_run_id, uri=uri)
@@ -186,7 +192,7 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
             and f"metrics.{LABEL_FREE_METRICS[0]}" in runs.columns:
         # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead (evaluate measures it
         # in a PCA of the inputs, one space for every run, whatever its latent size or architecture).
-        metrics, rank_by = LABEL_FREE_METRICS, f"{M.FINETUNED}/silhouette"
+        metrics, rank_by = LABEL_FREE_METRICS, f"{M.FINAL}/silhouette"
     cols = [f"metrics.{m}" for m in metrics]
     missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]
     if runs.empty or missing:

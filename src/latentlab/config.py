@@ -15,8 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from latentlab.choices import (ACTIVATIONS, ALGORITHMS, ANOMALY_PROTOCOLS, ANOMALY_SCORES, ASSIGN_REST,
-                               AUGMENT_TARGETS, CLASSES, DATASETS, FILE_DATASETS, FINETUNE_CLASSIFIERS,
-                               FINETUNE_LABELS, FINETUNE_SCHEDULES, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
+                               AUGMENT_TARGETS, CLASSES, DATASETS, FILE_DATASETS,
+                               FINETUNE_SCHEDULES, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
                                PROTOCOLS, ANOMALY_ERRORS, IMAGE_ONLY_ERRORS, VECTOR_DATASETS, SCALINGS, SELECT_K, TASKS, THRESHOLDS, check)
 from latentlab.errors import ConfigError
 
@@ -171,11 +171,9 @@ def check_cnn_fits(channels, h: int, w: int) -> None:
                           f"least {scale}x{scale}, got {h}x{w}")
 
 
-def _validate_cnn(cfg, dataset: str, classifier: str, channels: list[int]) -> None:
+def _validate_cnn(cfg, dataset: str, channels: list[int]) -> None:
     """Fail here, not after training, when the images (a built-in dataset's, or data.size)
-    are known and too small for the CNN; other image sizes are checked when it is built."""
-    if classifier == "encoder":
-        return
+    are known and too small for the raw twin's CNN; other sizes are checked when it is built."""
     if dataset in INPUT_DIMS:
         side = math.isqrt(INPUT_DIMS[dataset])
         check_cnn_fits(channels, side, side)
@@ -299,13 +297,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"cluster.pca={pca} as an explained-variance fraction must be in (0, 1)")
     _validate_manifold(cfg)
     _int(cfg, "finetune.rounds", 0, 20)
-    classifier = _choice(cfg, "finetune.classifier", FINETUNE_CLASSIFIERS)
-    _validate_cnn(cfg, name, classifier, _int_list(cfg, "finetune.channels"))
-    labels = _choice(cfg, "finetune.labels", FINETUNE_LABELS)
-    if labels == "reliable" and _get(cfg, "finetune.rounds") > 0 and _get(cfg, "finetune.fraction") >= 1.0:
-        raise ConfigError("finetune.labels=reliable keeps the finetune.fraction of each cluster whose latent "
-                          "neighbours agree most, but finetune.fraction=1.0 keeps every member, which is the "
-                          "cluster stage's labels unchanged: set finetune.fraction below 1 (e.g. 0.5)")
+    _validate_cnn(cfg, name, _int_list(cfg, "finetune.channels"))
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)

@@ -1,7 +1,7 @@
 """What users take away: one table row per input sample, and the same table for new data.
 
-The table (CSV or Parquet) has the sample's ``id``, its ``cluster`` (the pipeline's
-final method, ``finetuned``), its latent coordinates ``z0..z{d-1}``, its
+The table (CSV or Parquet) has the sample's ``id``, its ``cluster`` (the best
+autoencoder method, ``autoencoder_selflabel``: the encoder trained on its own clusters), its latent coordinates ``z0..z{d-1}``, its
 ``anomaly_score`` (the clustering autoencoder's reconstruction MSE: high = unlike the
 data it learnt) and ``is_anomaly`` (the score above the threshold that flags
 ``export.contamination`` of the fitted samples: the stated contamination assumption),
@@ -97,8 +97,9 @@ def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, 
     from latentlab.data import Prepared
 
     if cfg["finetune"]["rounds"] == 0:
-        raise ConfigError("predict assigns clusters with the finetune stage's classifier; it was trained with "
-                          "finetune.rounds=0 (no classifier). Re-run with finetune.rounds >= 1")
+        raise ConfigError("predict assigns clusters with the finetune stage's classifier (the encoder + head of "
+                          "autoencoder_selflabel); it was trained with finetune.rounds=0 (no classifier). "
+                          "Re-run with finetune.rounds >= 1")
     meta = Prepared.load(data).meta
     info = json.loads(Path(summary).read_text())
     x, ids = _read_like_training(cfg, meta, Path(input_path))

@@ -1,10 +1,14 @@
-"""Self-labelling: fine-tune the encoder as a classifier of its own most confident clusters.
+"""Self-labelling: train a classifier on a clustering's most reliable assignments, then relabel.
 
 A clusterer's assignments are right for most points and wrong near cluster borders;
-the points it is most sure of are nearly all right. The encoder plus a linear head,
-trained on those points' cluster ids with random rotations and shifts, learns what the
-clusters' members look like rather than where their codes lie, and its predictions then
-relabel every point (the self-labelling step of SCAN and ASPC-DA, on top of N2D).
+the points it is most sure of are nearly all right. A network trained on those points'
+cluster ids with random rotations and shifts learns what the clusters' members look
+like rather than where their codes lie, and its predictions then relabel every point
+(the self-labelling step of SCAN and ASPC-DA, on top of N2D).
+
+Two uses: ``autoencoder_selflabel`` trains the autoencoder's own encoder (+ a head) on
+the autoencoder method's clusters (``encoder_classifier``); its raw twin
+``raw_umap_selflabel`` trains a fresh network on the pixels' clusters (``fresh_classifier``).
 
 Shapes: images are uint8 (N, C, H, W); labels int (N,); confidences float (N,) in [0, 1].
 """
@@ -24,8 +28,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from latentlab.choices import FINETUNE_CLASSIFIERS as CLASSIFIERS
-from latentlab.choices import check
 from latentlab.config import check_cnn_fits
 from latentlab.errors import ConfigError
 from latentlab.files import atomic
@@ -83,16 +85,15 @@ class Classifier(nn.Module):
 class ConvNet(nn.Module):
     """A fresh small CNN, (N, C, H, W) -> (N, k) logits: a 3x3 conv + ReLU + 2x2 max-pool
     block per entry of ``channels`` (its width), then a 128-unit hidden layer with dropout.
-    Images only. Measured on full MNIST (seed 0, widths (32, 64)): trained on the AE/pixel
-    consensus it reaches 0.985 ACC where the encoder + head reaches 0.978; it learns shapes
-    the autoencoder's code has blurred. The widths are ``finetune.channels``: (16, 32) took
-    0.4-0.5 of (32, 64)'s time a step on this CPU (the first block's 28x28 maps cost most)."""
+    Images only: the raw twin's network, the strongest pixel learner of the baselines. The
+    widths are ``finetune.channels``: (16, 32) took 0.4-0.5 of (32, 64)'s time a step on
+    this CPU (the first block's 28x28 maps cost most)."""
 
     def __init__(self, input_shape: tuple[int, ...], k: int, channels: Sequence[int] = (32, 64)) -> None:
         super().__init__()
         if len(input_shape) != 3:
-            raise ConfigError(f"finetune.classifier=conv needs images (C, H, W), got inputs of shape "
-                              f"{tuple(input_shape)}; use finetune.classifier=encoder")
+            raise ConfigError(f"the self-labelling CNN needs images (C, H, W), got inputs of shape "
+                              f"{tuple(input_shape)}")
         c, h, w = input_shape
         check_cnn_fits(channels, h, w)
         scale = 2 ** len(channels)
@@ -103,6 +104,20 @@ class ConvNet(nn.Module):
             c = width
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * (h // scale) * (w // scale), 128), nn.ReLU(),
                                  nn.Dropout(0.3), nn.Linear(128, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLPNet(nn.Module):
+    """A fresh dense classifier for feature vectors, (N, D) -> (N, k) logits: two hidden
+    layers of ``width`` with ReLU and dropout."""
+
+    def __init__(self, n_in: int, k: int, width: int = 256) -> None:
+        super().__init__()
+        self.n_in, self.k, self.width = n_in, k, width
+        self.net = nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Dropout(0.2), nn.Linear(width, width),
+                                 nn.ReLU(), nn.Dropout(0.2), nn.Linear(width, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -153,28 +168,6 @@ def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return to_a[ib]
 
 
-def consensus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Where two clusterings (N,) agree, (N,) bool, after matching b's cluster ids to a's."""
-    return match(a, b) == np.asarray(a)
-
-
-def vote(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """Soft pseudo-labels (N, k) float32 from two clusterings (N,): half of each point's
-    mass on a's cluster, half on b's (matched to a's ids). Where they agree the label is
-    hard; where they disagree the classifier is told both, instead of never seeing the
-    point. Dropping the disagreements (``consensus``) leaves it blind exactly where the
-    clusterings are unsure: on full MNIST it then put 534 sevens with the twos (0.974 ACC
-    against the vote's 0.977), and where UMAP had merged two digits (13.5% disputed) it
-    fell to 0.878 against the vote's 0.931."""
-    a = np.asarray(a, dtype=np.int64)
-    b = match(a, b)
-    b = np.where(b < 0, a, b)
-    out = np.zeros((len(a), k), dtype=np.float32)
-    np.add.at(out, (np.arange(len(a)), a), 0.5)
-    np.add.at(out, (np.arange(len(a)), b), 0.5)
-    return out
-
-
 @torch.inference_mode()
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """uint8 images (N, C, H, W) -> class probabilities (N, k) float32."""
@@ -186,30 +179,42 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.n
 
 @dataclass
 class SelfLabelResult:
-    net: nn.Module | None         # Classifier or ConvNet; None when rounds == 0
+    net: nn.Module | None         # the trained classifier; None when rounds == 0
     labels: np.ndarray            # (N,) final assignments of the images it was given
     confidence: np.ndarray        # (N,)
     rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: n_used, changed, loss
 
 
-def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: np.ndarray, *, k: int,
-               rounds: int, epochs: int, fraction: float, lr: float, batch_size: int,
-               augment: Mapping[str, float], seed: int, latent_dim: int, neighbors: np.ndarray | None = None,
-               trainer: Mapping[str, Any] | None = None, classifier: str = "encoder",
-               candidates: np.ndarray | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine", min_steps: int = 0, soft: np.ndarray | None = None,
-               channels: Sequence[int] = (32, 64)) -> SelfLabelResult:
-    """Train a classifier on x's most reliable pseudo-labels and relabel x, ``rounds`` times.
+def encoder_classifier(ae: Autoencoder, latent_dim: int, k: int, seed: int) -> Classifier:
+    """A copy of ``ae``'s trained encoder with a fresh (seeded) linear head: the
+    autoencoder's own network, trained further on its clusters."""
+    torch.manual_seed(seed)
+    return Classifier(copy.deepcopy(ae.encoder), latent_dim, k)
 
-    ``classifier``: "encoder" (a copy of ``ae``'s encoder + a linear head) or "conv" (a
-    fresh ``ConvNet`` with block widths ``channels``). Each round trains on the ``fraction`` most reliable members of
-    every cluster (the previous round's predictions after the first) and relabels all
-    of x. ``neighbors`` (N, n): indices of each point's nearest neighbours in latent
-    space, for ``reliability``. ``candidates`` (N,) bool: the first round draws only from
-    these (e.g. where two clusterings agree). ``soft`` (N, k): the first round's targets as
-    class probabilities (e.g. ``vote``) instead of ``labels``' ids. A round lasts ``epochs`` or ``min_steps``
-    optimizer steps, whichever is longer: on a small dataset a few epochs are a handful
-    of steps, too few for a fresh network. The autoencoder itself is left as it is.
+
+def fresh_classifier(input_shape: tuple[int, ...], k: int, seed: int, channels: Sequence[int]) -> nn.Module:
+    """A network that has never seen an autoencoder, seeded: a ``ConvNet`` of block widths
+    ``channels`` for images (what learns pixels best), an ``MLPNet`` for feature vectors."""
+    torch.manual_seed(seed)
+    if len(input_shape) == 3:
+        return ConvNet(tuple(input_shape), k, channels)
+    return MLPNet(int(math.prod(input_shape)), k)
+
+
+def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np.ndarray, *, k: int,
+               rounds: int, epochs: int, fraction: float, lr: float, batch_size: int,
+               augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
+               trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
+               lr_schedule: str = "cosine", min_steps: int = 0) -> SelfLabelResult:
+    """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
+    reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
+
+    Each round trains on the ``fraction`` most reliable members of every cluster (the
+    previous round's predictions after the first) and relabels all of x. ``neighbors``
+    (N, n): indices of each point's nearest neighbours, for ``reliability``; ties (and
+    everything, without neighbours) go by ``typicality``, then by the classifier's
+    probability. A round lasts ``epochs`` or ``min_steps`` optimizer steps, whichever is
+    longer: on a small dataset a few epochs are a handful of steps.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -217,29 +222,14 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     result = SelfLabelResult(net=None, labels=labels, confidence=np.ones(len(x), dtype=np.float32))
     if rounds == 0:
         return result
-    check("finetune.classifier", classifier, CLASSIFIERS)
-    if candidates is not None and len(candidates) != len(x):
-        raise ConfigError(f"{len(x)} images but {len(candidates)} candidate flags")
-    if soft is not None and soft.shape != (len(x), k):
-        raise ConfigError(f"soft labels of shape {soft.shape}, expected ({len(x)}, {k})")
     pl.seed_everything(seed, workers=True, verbose=False)
-    if classifier == "auto":  # a CNN learns images best; feature vectors have only the encoder
-        classifier = "conv" if x.ndim == 4 else "encoder"
-    net = (Classifier(copy.deepcopy(ae.encoder), latent_dim, k) if classifier == "encoder"
-           else ConvNet(tuple(x.shape[1:]), k, channels))
     data = torch.from_numpy(np.ascontiguousarray(x))
     trainer_args = {key: v for key, v in (trainer or {}).items()
                     if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")}
     tiebreak = np.asarray(typicality)
     for r in range(rounds):
-        score = reliability(result.labels, neighbors, tiebreak)
-        if r == 0 and candidates is not None:
-            score = np.where(candidates, score, -np.inf)  # ranked last, then cut below
-        idx = confident_subset(result.labels, score, k, fraction)
-        if r == 0 and candidates is not None:
-            idx = idx[candidates[idx]]
-        targets = soft[idx] if r == 0 and soft is not None else result.labels[idx]
-        dl = DataLoader(TensorDataset(data[idx], torch.from_numpy(targets)),
+        idx = confident_subset(result.labels, reliability(result.labels, neighbors, tiebreak), k, fraction)
+        dl = DataLoader(TensorDataset(data[idx], torch.from_numpy(result.labels[idx])),
                         batch_size=batch_size, shuffle=True)
         n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
@@ -258,20 +248,27 @@ def self_label(ae: Autoencoder, x: np.ndarray, labels: np.ndarray, typicality: n
     return result
 
 
-def save(result: SelfLabelResult, ae_model: str | Path, path: str | Path) -> None:
-    """Write the classifier (its kind and shape; for the encoder kind the autoencoder's
-    hyperparameters, so that it rebuilds without the config; its weights; the per-round
-    summary) atomically; with rounds=0, a checkpoint that says there is no classifier."""
+def save(result: SelfLabelResult, path: str | Path, model: Mapping[str, Any] | None = None,
+         input_shape: Sequence[int] | None = None) -> None:
+    """Write the classifier (its kind and shape; for an encoder + head the ``model``
+    config of its architecture and the ``input_shape``, so that it rebuilds without the
+    config; its weights; the per-round summary) atomically; with rounds=0, a checkpoint
+    that says there is no classifier."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {"rounds": result.rounds, "state_dict": None}
     if isinstance(result.net, ConvNet):
         payload.update(classifier="conv", input_shape=list(result.net.input_shape), k=result.net.k,
                        channels=list(result.net.channels), state_dict=result.net.state_dict())
+    elif isinstance(result.net, MLPNet):
+        payload.update(classifier="mlp", n_in=result.net.n_in, k=result.net.k, width=result.net.width,
+                       state_dict=result.net.state_dict())
     elif result.net is not None:
-        hp = torch.load(ae_model, map_location="cpu", weights_only=True)["hyper_parameters"]
-        payload.update(classifier="encoder", autoencoder_hparams=hp, k=result.net.head.out_features,
-                           latent_dim=result.net.head.in_features, state_dict=result.net.state_dict())
+        if model is None or input_shape is None:
+            raise ConfigError("saving an encoder classifier needs the model config and input shape it was built from")
+        payload.update(classifier="encoder", autoencoder_hparams={"model": dict(model), "input_shape": list(input_shape)},
+                       k=result.net.head.out_features, latent_dim=result.net.head.in_features,
+                       state_dict=result.net.state_dict())
     with atomic(path) as tmp:
         torch.save(payload, tmp)
 
@@ -286,6 +283,8 @@ def load(path: str | Path) -> nn.Module:
     if ckpt.get("classifier") == "conv":
         # checkpoints written before finetune.channels existed hold the (32, 64) network
         net: nn.Module = ConvNet(tuple(ckpt["input_shape"]), ckpt["k"], ckpt.get("channels", (32, 64)))
+    elif ckpt.get("classifier") == "mlp":
+        net = MLPNet(ckpt["n_in"], ckpt["k"], ckpt["width"])
     else:
         hp = ckpt["autoencoder_hparams"]
         ae = build(hp["model"], tuple(hp["input_shape"]))

@@ -4,16 +4,30 @@ RECON_LOSS = "recon_loss"
 TRAIN_LOSS = f"train/{RECON_LOSS}"
 VAL_LOSS = f"val/{RECON_LOSS}"
 
-# Clustering methods scored side by side in every run.
-AUTOENCODER = "autoencoder"         # the autoencoder's latents -> the `cluster` config's pipeline
-FINETUNED = "finetuned"             # the encoder self-labelled on the autoencoder method's confident clusters
-RAW_KMEANS = "raw_kmeans"           # baseline: k-means on raw pixels
-RAW_PCA_KMEANS = "raw_pca_kmeans"   # baseline: PCA on raw pixels -> k-means
-RAW_UMAP = "raw_umap"               # baseline: PCA on raw pixels -> UMAP -> the configured clusterer
-METHODS = (AUTOENCODER, FINETUNED, RAW_KMEANS, RAW_PCA_KMEANS, RAW_UMAP)
+# Clustering methods scored side by side in every run. A method whose name starts with
+# `raw_` uses no autoencoder: it is a baseline, computed from the inputs alone.
+AUTOENCODER = "autoencoder"                  # the autoencoder's latents -> the `cluster` config's pipeline
+AUTOENCODER_KMEANS = "autoencoder_kmeans"    # the autoencoder's latents -> k-means
+AUTOENCODER_SELFLABEL = "autoencoder_selflabel"  # the encoder trained further on its own confident clusters
+RAW_KMEANS = "raw_kmeans"                    # baseline: k-means on raw pixels
+RAW_PCA_KMEANS = "raw_pca_kmeans"            # baseline: PCA on raw pixels -> k-means
+RAW_UMAP = "raw_umap"                        # baseline: PCA on raw pixels -> the `cluster` config's pipeline
+RAW_UMAP_SELFLABEL = "raw_umap_selflabel"    # baseline: a fresh CNN self-labelled on raw_umap's clusters
+AUTOENCODER_METHODS = (AUTOENCODER_SELFLABEL, AUTOENCODER, AUTOENCODER_KMEANS)
+RAW_METHODS = (RAW_UMAP_SELFLABEL, RAW_UMAP, RAW_PCA_KMEANS, RAW_KMEANS)
+METHODS = (*AUTOENCODER_METHODS, *RAW_METHODS)
+# Each autoencoder method's raw twin: the same procedure with the pixels in place of the latents.
+TWINS = {AUTOENCODER_SELFLABEL: RAW_UMAP_SELFLABEL, AUTOENCODER: RAW_UMAP, AUTOENCODER_KMEANS: RAW_KMEANS}
+# What the exported `cluster` column and `latentlab predict` give: the best autoencoder method.
+FINAL = AUTOENCODER_SELFLABEL
 
 # Per-method clustering scores.
 SCORES = ("acc", "nmi", "ari", "purity")
+
+
+def is_raw(method: str) -> bool:
+    """True for a baseline: a method that uses no autoencoder."""
+    return method.startswith("raw_")
 
 
 def recon_loss(stage: str) -> str:

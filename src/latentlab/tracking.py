@@ -116,11 +116,11 @@ def git_commit(root: Path) -> tuple[str, bool]:
 UI_VIEW_KEY = "latentlab"
 _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
 UI_COLUMNS = {
-    "cluster": [*(f"metrics.`{M.AUTOENCODER}/{s}`" for s in ("acc", "nmi", "ari")),
-                *(f"metrics.`{M.FINETUNED}/{s}`" for s in ("acc", "nmi")),
-                f"metrics.`{M.RAW_PCA_KMEANS}/acc`", f"metrics.`{M.RAW_UMAP}/acc`", "metrics.`recon_mse`",
+    "cluster": [*(f"metrics.`{m}/{s}`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER) for s in ("acc", "nmi")),
+                *(f"metrics.`gain/{m}/acc`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER)),
+                f"metrics.`{M.RAW_UMAP_SELFLABEL}/acc`", f"metrics.`{M.RAW_UMAP}/acc`", "metrics.`recon_mse`",
                 # what runs of unlabelled data have instead
-                f"metrics.`{M.FINETUNED}/silhouette`", f"metrics.`{M.FINETUNED}/davies_bouldin`",
+                f"metrics.`{M.FINAL}/silhouette`", f"metrics.`{M.FINAL}/davies_bouldin`",
                 *_PARAM_COLUMNS],
     "anomaly": [*(f"metrics.`{m}`" for m in ("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1",
                                               "unbalanced/recall_at_fpr")),

@@ -15,8 +15,9 @@ from latentlab.stages.common import by_protocol, main
 
 
 def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
-    """The autoencoder method: the latents through the configured pipeline
-    (standardise, PCA, UMAP: each optional), then k-means or a Gaussian mixture.
+    """The autoencoder methods: the latents through the configured pipeline
+    (standardise, PCA, UMAP: each optional, then k-means or a Gaussian mixture), and
+    through k-means alone (``autoencoder_kmeans``, raw_kmeans' twin: the classic AE + k-means).
 
     Also writes the fitted points' assignments (under the train_test protocol they are
     not the scored ones) and how central each is to its cluster: the finetune stage
@@ -24,11 +25,13 @@ def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
     """
     with np.load(latents) as z:
         z_fit, z_score = by_protocol(cfg["protocol"], z["z_train"], z["z_test"])
-    labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER,
-                                                  **pipeline_params(cfg["cluster"], cfg["seed"]))
+    c = pipeline_params(cfg["cluster"], cfg["seed"])
+    kmeans = fit_predict(z_fit, z_score, M.AUTOENCODER_KMEANS,
+                         **{**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"})
+    labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER, **c)
     fit_labels, fit_typical = (labels, typical) if z_score is None else assign(pipe, z_fit)
     k = pipe[-1].n_components if hasattr(pipe[-1], "n_components") else pipe[-1].n_clusters
-    save_npz(out, **{M.AUTOENCODER: labels, "fit_labels": fit_labels, "fit_typicality": fit_typical,
+    save_npz(out, **{M.AUTOENCODER: labels, M.AUTOENCODER_KMEANS: kmeans.labels, "fit_labels": fit_labels, "fit_typicality": fit_typical,
                      "k": np.array(k)})
     chosen = f" (chosen by {cfg['cluster']['select_k']})" if k_scores else ""
     return f"wrote {out}: {len(labels)} assignments to {k} clusters{chosen}"

@@ -55,6 +55,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
                      **metrics.label_free(common, labels[m], seed=cfg["seed"]),
                      "n_clusters": int(len(np.unique(labels[m])))}
+    if ds.labelled:  # what the latent space bought: each autoencoder method against its raw twin
+        result["gain"] = {m: {"twin": twin, **{s: result[m][s] - result[twin][s] for s in ("acc", "nmi")}}
+                          for m, twin in M.TWINS.items()}
     hist = history_file.read(history)
     mean_mse = models.mean_sample_mse(x_fit, x_score)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
@@ -68,11 +71,11 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     with torch.inference_mode():
         originals = to_float(torch.from_numpy(shown))
         recons = net(originals).numpy()
-    colour = y[pick] if ds.labelled else labels[M.FINETUNED][pick]
+    colour = y[pick] if ds.labelled else labels[M.FINAL][pick]
     with atomic_dir(plots_dir) as tmp:  # every figure, or none: a failed plot leaves the old folder
         drawn = [
             plots.latent_scatter(z2, colour, labels[M.AUTOENCODER][pick], tmp / "latent_pca.png",
-                                 first="true label" if ds.labelled else "finetuned cluster"),
+                                 first="true label" if ds.labelled else f"{M.FINAL} cluster"),
             plots.loss_curve(hist, tmp / "loss_curve.png"),
         ]
         if ds.is_images:
@@ -87,10 +90,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
 
     stall = (f"STALLED: the autoencoder reconstructs no better than the mean sample (MSE {result['recon_mse']:.4f} "
              f"vs {mean_mse:.4f}), so its latents carry little | " if result["train"]["stalled"] else "")
-    summary = stall + " | ".join(f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}" if ds.labelled else
-                         f"{m} silhouette {result[m]['silhouette']:.3f} DB {result[m]['davies_bouldin']:.3f}"
-                         for m in M.METHODS)
+    summary = stall + " | ".join(_line(result, m, ds.labelled) for m in M.METHODS)
     flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
+    flat.update({f"gain/{m}/{s}": g[s] for m, g in result.get("gain", {}).items() for s in ("acc", "nmi")})
     flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
                  "epochs": result["train"]["epochs"]})
     run_id = tracking.log_run(
@@ -101,6 +103,17 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
               "protocol": protocol, "training.stalled": str(result["train"]["stalled"]).lower()})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
+
+
+def _line(result: Mapping[str, Any], m: str, labelled: bool) -> str:
+    """One method's scores for the summary line; an autoencoder method's with its gain over its raw twin."""
+    if not labelled:
+        return f"{m} silhouette {result[m]['silhouette']:.3f} DB {result[m]['davies_bouldin']:.3f}"
+    line = f"{m} ACC {result[m]['acc']:.3f} NMI {result[m]['nmi']:.3f}"
+    if m in result.get("gain", {}):
+        g = result["gain"][m]
+        line += f" ({g['acc']:+.3f} / {g['nmi']:+.3f} over {g['twin']})"
+    return line
 
 
 if __name__ == "__main__":  # DVC: python -m latentlab.stages.evaluate --help

@@ -29,7 +29,7 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path,
         mse = scored(protocol, z["mse_train"], z["mse_test"])
         z_score = scored(protocol, z["z_train"], z["z_test"])
     with np.load(assignments) as f:
-        clusters = f[M.FINETUNED]
+        clusters = f[M.FINAL]
     if not len(ids) == len(clusters) == len(z_score):
         raise LatentlabError(f"stage outputs disagree: {len(ids)} samples, {len(clusters)} assignments, "
                              f"{len(z_score)} latents; re-run `dvc repro`")
