@@ -86,10 +86,12 @@ def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
 
 def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
-    from latentlab import finetune as ft
+    """autoencoder_selflabel on the tag's autoencoder and clusters, and its raw twin
+    raw_umap_selflabel (the same recipe on the pixels' clusters, cached per seed and overrides)."""
+    from latentlab.metrics import scores
     from latentlab.stages.baselines import baselines
     from latentlab.stages.finetune import finetune
-    from latentlab.metrics import scores
+    from latentlab.stages.raw_selflabel import raw_selflabel
 
     cfg = _cfg(seed, overrides)
     data, out = _data(work, cfg), work / tag
@@ -99,15 +101,18 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     name = "-".join(o.replace("/", "_") for o in overrides) or "default"
     t = time.perf_counter()
     print(finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
-                          out / f"finetune-{name}.npz", out / f"classifier-{name}.pt", baselines=base), flush=True)
+                   out / f"finetune-{name}.npz", out / f"classifier-{name}.pt"), flush=True)
+    seconds = time.perf_counter() - t
+    twin = work / f"raw_selflabel-{seed}-{name}.npz"
+    if not twin.exists():
+        print(raw_selflabel(cfg, data, base, twin), flush=True)
     y = _labels(data)
-    with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b:
-        tuned, ae, px = f["finetuned"], c["autoencoder"], b["raw_umap"]
-    agree = ft.consensus(ae, px)
-    _record({"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides,
-             "seconds": round(time.perf_counter() - t), "autoencoder_acc": scores(y, ae)["acc"],
-             "pixels_acc": scores(y, px)["acc"], "agree": float(agree.mean()),
-             "agree_acc": scores(y[agree], ae[agree])["acc"], **scores(y, tuned)})
+    with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b, \
+            np.load(twin) as r:
+        tuned, ae, px, raw = f["autoencoder_selflabel"], c["autoencoder"], b["raw_umap"], r["raw_umap_selflabel"]
+    _record({"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides, "seconds": round(seconds),
+             "autoencoder_acc": scores(y, ae)["acc"], "raw_umap_acc": scores(y, px)["acc"],
+             "raw_umap_selflabel": scores(y, raw), **scores(y, tuned)})
 
 
 def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:

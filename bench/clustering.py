@@ -6,7 +6,7 @@ k-means, UMAP + GMM) and the raw pixels with the same pipelines (k-means, PCA(50
 k-means, PCA(50) + UMAP + k-means / GMM: `baselines.pca_components`). Raw-pixel rows do not depend on the
 autoencoder, so they are computed once per seed and shared between tags
 (bench/results/clustering-raw-<dataset>.json). Then the config's own cluster and finetune
-stages give the `finetuned` row (self-labelling; its twin is pixels' UMAP + GMM). Every
+stages give the `autoencoder_selflabel` row (the encoder self-labelled on its clusters). Every
 number is reported as mean [min, max] over the seeds; each autoencoder row also says by
 how much it beats its raw-pixel twin.
 
@@ -40,7 +40,7 @@ PIPELINES = {
 # Raw-pixel twin of each autoencoder pipeline: the honest comparison.
 TWIN = {"kmeans": "pca_kmeans", "umap_kmeans": "umap_kmeans", "umap_gmm": "umap_gmm",
         # the config's own pipeline (cluster stage) and its self-labelling, for the default `n2d`
-        "autoencoder": "umap_gmm", "finetuned": "umap_gmm"}
+        "autoencoder": "umap_gmm", "autoencoder_selflabel": "umap_gmm"}
 PUBLISHED = [("AE + k-means (DEC paper's AE)", "0.82-0.88", "0.81"), ("N2D (AE + UMAP + GMM)", "0.979", "0.942"),
              ("ASPC-DA", "0.988", "0.966"), ("PCA(50) + k-means on pixels", "0.53", "0.50")]
 
@@ -74,8 +74,7 @@ def _score_all(x: np.ndarray, y: np.ndarray, cluster: dict, seed: int, pca: int 
 
 def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
     """Train on all 70,000 images (`protocol: all`) with this seed, score the pipelines
-    named, then the config's own cluster and finetune stages (the `finetuned` row)."""
-    from latentlab.stages.baselines import baselines
+    named, then the config's own cluster and finetune stages (the `autoencoder_selflabel` row)."""
     from latentlab.stages.cluster import cluster
     from latentlab.stages.download import download
     from latentlab.stages.embed import embed
@@ -108,14 +107,12 @@ def run_seed(cfg: dict, seed: int, work: Path, names: list[str]) -> dict:
         row["scores"]["autoencoder"] = {**scores(y, c["autoencoder"]), "seconds": round(time.perf_counter() - t, 1)}
     if own in names:
         row["scores"][own] = row["scores"]["autoencoder"]
-    base = work / f"baselines-{seed}.npz"  # the pixels' clusters, which finetune.labels=vote/consensus use
-    if cfg["finetune"]["labels"] != "reliable" and not base.exists():
-        print(baselines(cfg, data, base), flush=True)
     t = time.perf_counter()
     print(finetune(cfg, data, work / f"model-{seed}.pt", assigned, work / f"latents-{seed}.npz", tuned,
-                          work / f"classifier-{seed}.pt", baselines=base if base.exists() else None), flush=True)
+                   work / f"classifier-{seed}.pt"), flush=True)
     with np.load(tuned) as f:
-        row["scores"]["finetuned"] = {**scores(y, f["finetuned"]), "seconds": round(time.perf_counter() - t, 1)}
+        row["scores"]["autoencoder_selflabel"] = {**scores(y, f["autoencoder_selflabel"]),
+                                                  "seconds": round(time.perf_counter() - t, 1)}
     return row
 
 
@@ -146,14 +143,14 @@ def table(ae: list[dict], raw: list[dict], tag: str, pcs: int) -> str:
         v = [r["scores"][name]["acc"] for r in rows if name in r["scores"]]
         return np.mean(v) if v else None
 
-    for name in [*PIPELINES, "autoencoder", "finetuned"]:
+    for name in [*PIPELINES, "autoencoder", "autoencoder_selflabel"]:
         twin = TWIN[name]
         a, b = mean(ae, name), mean(raw, twin)
         if a is None:
             continue
         gain = f"{a - b:+.3f} (vs pixels {twin.replace('_', ' + ')})" if b is not None else ""
         what = {"autoencoder": "AE + the config's cluster pipeline (cluster stage)",
-                "finetuned": "the same, self-labelled (finetune stage)"}.get(name, f"AE + {name.replace('_', ' + ')}")
+                "autoencoder_selflabel": "the same, the encoder self-labelled (finetune stage)"}.get(name, f"AE + {name.replace('_', ' + ')}")
         lines.append(f"| {tag}: {what} | {len(ae)} | {_cell(ae, name, 'acc')} | {_cell(ae, name, 'nmi')} | {gain} |")
     for name in ("kmeans", "pca_kmeans", "umap_kmeans", "umap_gmm") if raw else ():
         label = {"pca_kmeans": f"PCA({pcs}) + k-means", "umap_kmeans": f"PCA({pcs}) + UMAP + k-means",

@@ -96,7 +96,6 @@ def main() -> None:
         out += ["## Each DVC stage on full MNIST (70,000 images)", "",
                 "```bash", "LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
                 + " ".join(["--seeds", str(run["seed"])] if run["seed"] is not None else [])
-                + (" --twin" if "pixels_finetuned" in run["metrics"] else "")
                 + (" --change " + " --change ".join(run["change"]["overrides"]) if "change" in run else "")
                 + " --tag default", "```", "",
                 f"A fresh clone of commit {fm['commit']}, the default config, `dvc repro` from nothing: "
