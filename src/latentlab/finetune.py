@@ -236,6 +236,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                            lr_schedule=lr_schedule)
         t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
                        devices=1, **trainer_args)
+        net.train()  # Lightning keeps a module's mode: a loaded encoder, or the last round's net, is in eval mode
         t.fit(lit, dl)
         proba = predict_proba(net, x)
         new = proba.argmax(1).astype(np.int64)
