@@ -300,6 +300,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _validate_cnn(cfg, name, _int_list(cfg, "finetune.channels"))
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
+    _float(cfg, "finetune.recon_weight", 0.0, 1e6)
     _int(cfg, "finetune.epochs", 1)
     _int(cfg, "finetune.min_steps", 0)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)

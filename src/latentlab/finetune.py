@@ -71,12 +71,15 @@ def confident_subset(labels: np.ndarray, score: np.ndarray, k: int, fraction: fl
 
 
 class Classifier(nn.Module):
-    """An autoencoder's encoder with a linear head over its code: (N, C, H, W) -> (N, k) logits."""
+    """An autoencoder's encoder with a linear head over its code: (N, C, H, W) -> (N, k) logits.
+    ``decoder``: the autoencoder's decoder, kept while training (the reconstruction term of
+    ``LitSelfLabel``), dropped before the classifier is saved."""
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, k: int) -> None:
+    def __init__(self, encoder: nn.Module, latent_dim: int, k: int, decoder: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(latent_dim, k)
+        self.decoder = decoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -128,17 +131,24 @@ class LitSelfLabel(pl.LightningModule):
     Adam with a cosine decay per epoch, or a one-cycle schedule per step peaking at lr."""
 
     def __init__(self, net: nn.Module, lr: float, epochs: int, augment: Mapping[str, float],
-                 label_smoothing: float = 0.0, lr_schedule: str = "cosine") -> None:
+                 label_smoothing: float = 0.0, lr_schedule: str = "cosine", recon_weight: float = 0.0) -> None:
         super().__init__()
         self.net, self.lr, self.epochs, self.augment = net, lr, epochs, dict(augment)
-        self.label_smoothing, self.lr_schedule = label_smoothing, lr_schedule
+        self.label_smoothing, self.lr_schedule, self.recon_weight = label_smoothing, lr_schedule, recon_weight
 
     def training_step(self, batch, batch_idx):
         x, y = batch  # y: class ids (B,), or class probabilities (B, k) for soft pseudo-labels
         x = to_float(x)
         if is_images(x) and (self.augment["degrees"] > 0 or self.augment["translate"] > 0):
             x = random_affine(x, self.augment["degrees"], self.augment["translate"])
-        loss = nn.functional.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
+        decoder = getattr(self.net, "decoder", None)
+        if self.recon_weight > 0 and decoder is not None:
+            # IDEC's point: the code keeps describing the image while it learns the clusters
+            z = self.net.encoder(x)
+            loss = (nn.functional.cross_entropy(self.net.head(z), y, label_smoothing=self.label_smoothing)
+                    + self.recon_weight * nn.functional.mse_loss(decoder(z), x))
+        else:
+            loss = nn.functional.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
         self.log("finetune/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
@@ -185,11 +195,12 @@ class SelfLabelResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: n_used, changed, loss
 
 
-def encoder_classifier(ae: Autoencoder, latent_dim: int, k: int, seed: int) -> Classifier:
+def encoder_classifier(ae: Autoencoder, latent_dim: int, k: int, seed: int, decoder: bool = False) -> Classifier:
     """A copy of ``ae``'s trained encoder with a fresh (seeded) linear head: the
-    autoencoder's own network, trained further on its clusters."""
+    autoencoder's own network, trained further on its clusters; with ``decoder``, a copy
+    of its decoder too, for a reconstruction term while it trains."""
     torch.manual_seed(seed)
-    return Classifier(copy.deepcopy(ae.encoder), latent_dim, k)
+    return Classifier(copy.deepcopy(ae.encoder), latent_dim, k, copy.deepcopy(ae.decoder) if decoder else None)
 
 
 def fresh_classifier(input_shape: tuple[int, ...], k: int, seed: int, channels: Sequence[int]) -> nn.Module:
@@ -205,7 +216,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                rounds: int, epochs: int, fraction: float, lr: float, batch_size: int,
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine", min_steps: int = 0) -> SelfLabelResult:
+               lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0) -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
     reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
 
@@ -214,7 +225,9 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     (N, n): indices of each point's nearest neighbours, for ``reliability``; ties (and
     everything, without neighbours) go by ``typicality``, then by the classifier's
     probability. A round lasts ``epochs`` or ``min_steps`` optimizer steps, whichever is
-    longer: on a small dataset a few epochs are a handful of steps.
+    longer: on a small dataset a few epochs are a handful of steps. ``recon_weight`` > 0
+    with a ``Classifier`` that carries its decoder adds that weight x the reconstruction MSE
+    of the augmented input to the loss; the decoder is dropped at the end.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -233,7 +246,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                         batch_size=batch_size, shuffle=True)
         n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
-                           lr_schedule=lr_schedule)
+                           lr_schedule=lr_schedule, recon_weight=recon_weight)
         t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
                        devices=1, **trainer_args)
         net.train()  # Lightning keeps a module's mode: a loaded encoder, or the last round's net, is in eval mode
@@ -245,6 +258,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                               "loss": float(t.callback_metrics["finetune/loss"])})
         result.labels, result.confidence = new, proba.max(1)
         tiebreak = result.confidence
+    if getattr(net, "decoder", None) is not None:
+        net.decoder = None  # a classifier from here on: predict and save need only encoder and head
     result.net = net.eval()
     return result
 

@@ -36,12 +36,12 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
             z_fit = by_protocol(cfg["protocol"], z["z_train"], z["z_test"])[0]
         neighbors = exact_neighbors(z_fit, min(f["neighbors"], len(z_fit) - 1) + 1)[0][:, 1:]
     ae = models.load(model)
-    net = ft.encoder_classifier(ae, cfg["model"]["latent_dim"], k, seed=cfg["seed"])
+    net = ft.encoder_classifier(ae, cfg["model"]["latent_dim"], k, seed=cfg["seed"], decoder=f["recon_weight"] > 0)
     result = ft.self_label(net, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=k,
                            rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
                            batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
                            trainer=cfg["trainer"], label_smoothing=f["label_smoothing"],
-                           lr_schedule=f["lr_schedule"], min_steps=f["min_steps"])
+                           lr_schedule=f["lr_schedule"], min_steps=f["min_steps"], recon_weight=f["recon_weight"])
     labels = relabel(result, x_score, score_labels)
     ft.save(result, classifier_out, model=cfg["model"], input_shape=x_fit.shape[1:])
     save_npz(out, **{M.AUTOENCODER_SELFLABEL: labels})
