@@ -138,3 +138,18 @@ def test_conv_classifier_widths_must_fit_the_images():
 def test_conv_classifier_needs_images():
     with pytest.raises(ConfigError, match=r"self-labelling CNN needs images \(C, H, W\), got inputs of shape \(13,\)"):
         ft.ConvNet((13,), k=3)
+
+
+def test_the_reconstruction_term_trains_the_decoder_along_and_is_dropped_after(noisy_digits, tmp_path):
+    torch.manual_seed(0)
+    ae = MLPAutoencoder(input_shape=(1, 28, 28), latent_dim=8, hidden=(128,))
+    net = ft.encoder_classifier(ae, 8, 5, seed=0, decoder=True)
+    before = [p.clone() for p in net.decoder.parameters()]
+    decoder = net.decoder
+    result = _run(noisy_digits, net=net, epochs=1, recon_weight=10.0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, decoder.parameters()))  # it trained
+    assert result.net.decoder is None  # the saved classifier is encoder + head
+    assert all(torch.equal(a, b) for a, b in zip(ae.decoder.parameters(), before))  # a copy: the AE stays
+    ft.save(result, tmp_path / "clf.pt", model=MODEL, input_shape=(1, 28, 28))
+    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "clf.pt"), noisy_digits[0]).argmax(1),
+                                  result.labels)

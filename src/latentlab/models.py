@@ -74,12 +74,10 @@ class MLPAutoencoder(Autoencoder):
 
 
 class ConvAutoencoder(Autoencoder):
-    """Stride-2 3x3 convolutions per channel width (each optionally batch-normalised), a
-    linear code, mirrored decoder."""
+    """Stride-2 3x3 convolutions per channel width, a linear code, mirrored decoder."""
 
     def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
-                 channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu",
-                 batch_norm: bool = False) -> None:
+                 channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu") -> None:
         super().__init__()
         if len(input_shape) != 3:
             from latentlab.errors import ConfigError
@@ -92,7 +90,7 @@ class ConvAutoencoder(Autoencoder):
         sizes = [(h, w)]
         prev = c_in
         for c in channels:
-            enc += [nn.Conv2d(prev, c, 3, stride=2, padding=1), *([nn.BatchNorm2d(c)] if batch_norm else []), act()]
+            enc += [nn.Conv2d(prev, c, 3, stride=2, padding=1), act()]
             prev = c
             h, w = (h + 1) // 2, (w + 1) // 2
             sizes.append((h, w))
@@ -106,10 +104,7 @@ class ConvAutoencoder(Autoencoder):
             oh, ow = sizes[-1 - i]
             pad = (th - (2 * oh - 1), tw - (2 * ow - 1))
             dec.append(nn.ConvTranspose2d(prev, c, 3, stride=2, padding=1, output_padding=pad))
-            if i < len(outs) - 1:
-                dec += [*([nn.BatchNorm2d(c)] if batch_norm else []), act()]
-            else:
-                dec.append(nn.Sigmoid())
+            dec.append(act() if i < len(outs) - 1 else nn.Sigmoid())
             prev = c
         self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
         self.init_weights()
