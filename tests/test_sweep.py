@@ -148,11 +148,11 @@ def test_keys_a_group_choice_brings_are_known(tmp_path):
     from latentlab.config import check_keys
 
     check_keys(["model=conv", "model.channels=[8,16]", "+experiment=best", "hydra.launcher.n_jobs=2"])
-    check_keys(["model=mlp,conv", "model.channels=[8]"])  # valid under one of the swept choices
+    check_keys(["model=conv,mlp", "model.hidden=[8]"])  # valid under one of the swept choices
     from latentlab.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="no key 'model.channels'"):
-        check_keys(["model.channels=[8]"])  # the default mlp has none
+    with pytest.raises(ConfigError, match="no key 'model.hidden'"):
+        check_keys(["model=conv", "model.hidden=[8]"])  # conv has none
 
 
 def test_a_failed_shared_stage_leaves_no_lock_behind(tmp_path):
