@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro test test-e2e test-slow params bench benchmarks clean
+.PHONY: uv repro demo test test-e2e test-slow params bench results benchmarks clean
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -13,6 +13,16 @@ uv:
 # The main job: the default pipeline (download -> train -> embed -> cluster/baselines -> evaluate).
 repro: uv
 	$(RUN) dvc repro
+
+# The 3-minute demo: the whole clustering pipeline on scikit-learn's bundled 8x8 digits
+# (no download), one MLflow run.
+demo: uv
+	$(RUN) latentlab data=digits
+
+# docs/results.md and the README's results table from bench/results/full_mnist-default.json
+# (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it: ~50 min).
+results: uv
+	$(RUN) python bench/results.py
 
 # The tests in tiers (README, Tests). `make test`, the README's test command: unit tests,
 # the stage functions in-process on one small real run, and one real small `dvc repro`

@@ -117,7 +117,20 @@ def test_compare_command_summarises_the_latest_sweep(parallel_sweep):
     row = summary[(summary["params.model"] == "mlp") & (summary["params.model.latent_dim"] == 4)].iloc[0]
     assert row["autoencoder/acc mean"] == pytest.approx(sum(accs) / 2)
     assert row["autoencoder/acc min"] == pytest.approx(min(accs))
-    for png in ("autoencoder_acc.png", "autoencoder_nmi.png", "recon_mse.png"):
+    # the paired gain: per run, the method minus its raw twin; over seeds, the spread of those differences
+    gains = [r.data.metrics["autoencoder/acc"] - r.data.metrics["raw_umap/acc"] for r in runs
+             if r.data.params.get("model._target_", "").endswith("MLPAutoencoder")
+             and r.data.params["model.latent_dim"] == "4"]
+    assert row["gain/autoencoder/acc mean"] == pytest.approx(sum(gains) / 2)
+    assert row["gain/autoencoder/acc min"] == pytest.approx(min(gains))
+    # a sweep over the autoencoder moves its methods, never the raw twins: one value per seed
+    for twin in ("raw_umap/acc", "raw_umap_selflabel/acc", "raw_kmeans/acc"):
+        per_seed = {}
+        for r in runs:
+            if r.data.tags.get("latentlab.sweep") != "parent":
+                per_seed.setdefault(r.data.params["seed"], set()).add(r.data.metrics[twin])
+        assert all(len(v) == 1 for v in per_seed.values()), (twin, per_seed)
+    for png in ("autoencoder_acc.png", "autoencoder_nmi.png", "gain_autoencoder_selflabel_acc.png", "recon_mse.png"):
         assert (tmp / "cmp" / png).stat().st_size > 10_000
 
 

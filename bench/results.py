@@ -1,0 +1,132 @@
+"""`make results`: docs/results.md, and the README's results table, from the benchmark JSON.
+
+Reads bench/results/full_mnist-<tag>.json (written by bench/full_mnist.py) and writes
+docs/results.md: per seed and over seeds (mean [min, max]) every method's ACC / NMI,
+each autoencoder method's paired gain over its raw twin, the stage times, and the
+command and config that produced them. The README's table between its `results` markers
+is rewritten from the same file (no commit or date there; docs/results.md has them).
+
+    uv run --frozen python bench/results.py               # the default's 3 seeds (tag default)
+    uv run --frozen python bench/results.py --tag best    # another run of full_mnist.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from latentlab import metric_names as M
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- results:start (make results writes this table) -->", "<!-- results:end -->"
+WHAT = {M.AUTOENCODER_SELFLABEL: "the autoencoder's encoder trained further on its own clusters",
+        M.AUTOENCODER: "UMAP + GMM on the autoencoder's latents",
+        M.AUTOENCODER_KMEANS: "k-means on the autoencoder's latents",
+        M.RAW_UMAP_SELFLABEL: "a fresh CNN trained the same way on raw_umap's clusters",
+        M.RAW_UMAP: "UMAP + GMM on a PCA(50) of the pixels",
+        M.RAW_PCA_KMEANS: "k-means on a PCA(50) of the pixels",
+        M.RAW_KMEANS: "k-means on the pixels"}
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    return f"{sum(values) / len(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
+
+def command(fm: dict, tag: str) -> str:
+    seeds = " ".join(str(r["seed"]) for r in fm["runs"])
+    sets = "".join(f" --set {o}" for o in fm.get("overrides", []))
+    return (f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
+            f"--seeds {seeds}{sets} --tag {tag}")
+
+
+def method_table(runs: list[dict]) -> list[str]:
+    """One row per method: ACC and NMI mean [min, max] over the runs, the gain over the twin."""
+    out = ["| method | uses the autoencoder | ACC | NMI | gain over its raw twin (ACC / NMI, per-seed mean [min, max]) |",
+           "| --- | --- | --- | --- | --- |"]
+    for m in M.METHODS:
+        if m not in runs[0]["metrics"]:
+            continue
+        acc = spread([r["metrics"][m]["acc"] for r in runs])
+        nmi = spread([r["metrics"][m]["nmi"] for r in runs])
+        gain = "(baseline)"
+        if m in M.TWINS:
+            t = M.TWINS[m]
+            ga = [r["metrics"][m]["acc"] - r["metrics"][t]["acc"] for r in runs]
+            gn = [r["metrics"][m]["nmi"] - r["metrics"][t]["nmi"] for r in runs]
+            gain = f"vs `{t}`: {spread(ga, '+.3f')} / {spread(gn, '+.3f')}"
+        out.append(f"| `{m}`: {WHAT[m]} | {'no' if M.is_raw(m) else '**yes**'} | {acc} | {nmi} | {gain} |")
+    return out
+
+
+def verdicts(runs: list[dict]) -> list[str]:
+    best = max(M.AUTOENCODER_METHODS, key=lambda m: sum(r["metrics"][m]["acc"] for r in runs))
+    lines = []
+    for r in runs:
+        m = r["metrics"]
+        raw_best = max(M.RAW_METHODS, key=lambda x: m[x]["acc"])
+        ahead = all(m[best][k] > m[x][k] for x in M.RAW_METHODS for k in ("acc", "nmi"))
+        lines.append(f"- seed {r['seed']}: `{best}` {m[best]['acc']:.4f} / {m[best]['nmi']:.4f}; best raw "
+                     f"`{raw_best}` {m[raw_best]['acc']:.4f} / {m[raw_best]['nmi']:.4f}; ahead of every raw "
+                     f"method in ACC and NMI: **{'yes' if ahead else 'no'}**")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tag", default="default")
+    p.add_argument("--no-readme", action="store_true", help="leave the README's table as it is")
+    a = p.parse_args()
+    path = RESULTS / f"full_mnist-{a.tag}.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run `{command({'runs': [{'seed': s} for s in (0, 1, 2)]}, a.tag)}` first")
+    fm = json.loads(path.read_text())
+    runs = fm["runs"]
+    seeds = [r["seed"] for r in runs]
+    cfg = ", ".join(fm.get("overrides", [])) or "the default config (conf/, params.yaml)"
+    doc = ["# Results", "",
+           f"Written by `make results` (bench/results.py) from `{path.relative_to(ROOT)}`, which",
+           "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
+           f"of commit {fm['commit']}, on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
+           "`protocol: all`: fitted and scored on every image, labels only to score, as the published tables).",
+           "", "```bash", command(fm, a.tag), "make results", "```", "",
+           f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
+           "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
+           "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
+           "and `latentlab predict` give.", "", "## The bar: the best autoencoder method against every raw method", "",
+           *verdicts(runs), "", "## Per seed (ACC / NMI)", "",
+           "| seed | " + " | ".join(f"`{m}`" for m in M.METHODS) + " |", "| ---: |" + " --- |" * len(M.METHODS)]
+    for r in runs:
+        doc.append(f"| {r['seed']} | " + " | ".join(f"{r['metrics'][m]['acc']:.4f} / {r['metrics'][m]['nmi']:.4f}"
+                                                   for m in M.METHODS) + " |")
+    doc += ["", "## Time (seconds of each stage; `dvc repro` of both branches)", "",
+            "| seed | " + " | ".join(s["stage"] for s in runs[0]["stages"]) + " | clustering branch | whole `dvc repro` |",
+            "| ---: |" + " ---: |" * (len(runs[0]["stages"]) + 2)]
+    for r in runs:
+        t = {s["stage"]: s["seconds"] for s in r["stages"]}
+        doc.append(f"| {r['seed']} | " + " | ".join(f"{t.get(s['stage'], float('nan')):.0f}" for s in runs[0]["stages"])
+                   + f" | {r['branch_seconds']['clustering']:.0f} | {r['dvc_repro_seconds']:.0f} |")
+    an = [r["anomaly_metrics"] for r in runs if r.get("anomaly_metrics")]
+    if an:
+        doc += ["", f"Anomaly branch (digit {an[0]['normal_classes']} normal, every test image scored): AUROC "
+                f"{spread([x['test']['auroc'] for x in an])}."]
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "results.md").write_text("\n".join(doc) + "\n")
+    print(f"wrote docs/results.md from {path.relative_to(ROOT)}")
+    if a.no_readme:
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} block to rewrite")
+    block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}: mean [min, max] ([every figure](docs/results.md); "
+             f"`{command(fm, a.tag).replace('LATENTLAB_DATA_MIRROR=../shared/datasets ', '')}` then `make results`).", "",
+             *method_table(runs), END]
+    readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: "\n".join(block), text, flags=re.S))
+    print("rewrote the results table in README.md")
+
+
+if __name__ == "__main__":
+    main()
