@@ -175,7 +175,7 @@ def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
         return
     t, u = anomaly["test"], anomaly.get("unbalanced")
     print(f"\nanomaly branch ({anomaly['protocol']}, normal {anomaly['normal_classes']}, {anomaly['score']} "
-          f"with {anomaly['error']}): full test AUROC {t['auroc']:.3f}, AUPRC {t['auprc']:.3f}")
+          f"with {anomaly['recon_measure']}): full test AUROC {t['auroc']:.3f}, AUPRC {t['auprc']:.3f}")
     if u:
         print(f"{u['anomaly_fraction']:.1%} anomalies ({u['n_anomalies']} per draw, {u['draws']} draws): "
               + ", ".join(f"{k} {u[k]:.3f} ± {u[k + '_std']:.3f}" for k in

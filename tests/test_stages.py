@@ -152,7 +152,7 @@ def test_the_anomaly_branch_works_on_a_labelled_table_with_its_defaults(breast_c
     from latentlab.sweep import run_pipeline
 
     m = run_pipeline(_table_anomaly(breast_cancer), tmp_path / "job")
-    assert m["error"] == "mse" and m["normal_classes"] == [1]
+    assert m["recon_measure"] == "mse" and m["normal_classes"] == [1]
     assert m["test"]["auroc"] > 0.6, m["test"]  # malignant tumours are the unfamiliar ones
     plots = tmp_path / "job" / "anomaly" / "evaluate" / "plots"
     assert {p.name for p in plots.iterdir()} == {"score_histogram.png", "loss_curve.png", "roc_pr.png",

@@ -48,7 +48,7 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     err = error_for(a["error"], ds.is_images)
     hist = history_file.read(history)
     result: dict[str, Any] = {
-        "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "error": err,
+        "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "recon_measure": err,
         "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
         "n_contaminated": split.n_contaminated, "n_test": int(len(s)), "test_flagged": float((s > thr).mean()),
         "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
@@ -58,13 +58,19 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     pr_rows: list[dict[str, float]] = []
     if known:
         full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
-        result.update(test=vars(full), test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
+        normal = s[is_anom == 0]
+        # what the threshold did to the normal test images (false positives), beside what it aimed at
+        result["test_false_positives"] = {"flagged": int((normal > thr).sum()), "of": int(len(normal)),
+                                          "rate": float((normal > thr).mean()),
+                                          "target": a["target_fpr"] if a["threshold"] == "fpr" else None}
+        result.update(test={k: v for k, v in vars(full).items() if k != "fpr"}, test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
                                                          "anomaly": float(recon_error[is_anom == 1].mean())})
         curves[f"full test ({full.anomaly_fraction:.0%} anomalies)"] = (is_anom, s)
         pr_on = (is_anom, s)
         if a["anomaly_fraction"] is not None:
-            result["unbalanced"] = unbalanced_metrics(is_anom, s, thr, fraction=a["anomaly_fraction"],
-                                                      draws=a["draws"], seed=cfg["seed"], fpr=a["recall_at_fpr"])
+            result["unbalanced"] = {k: v for k, v in unbalanced_metrics(
+                is_anom, s, thr, fraction=a["anomaly_fraction"], draws=a["draws"], seed=cfg["seed"],
+                fpr=a["recall_at_fpr"]).items() if k != "fpr"}  # the setting is a param, not a measurement
             # The first draw of unbalanced_metrics, drawn again for its curves.
             i = unbalanced_indices(is_anom, a["anomaly_fraction"], np.random.default_rng(cfg["seed"]))
             pr_on = (is_anom[i], s[i])
@@ -104,9 +110,9 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     flat = {"threshold": thr, "val_flagged": result["val_flagged"], "test_flagged": result["test_flagged"],
             "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)}
     if known:
-        # `fpr` is the setting recall_at_fpr was read at, not a measurement: it stays in metrics.json.
-        flat.update({f"test/{k}": v for k, v in result["test"].items() if k != "fpr"})
-        flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items() if k != "fpr"})
+        flat.update({f"test/{k}": v for k, v in result["test"].items()})
+        flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items()})
+        flat["test/false_positive_rate"] = result["test_false_positives"]["rate"]
     tags = {"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
             "anomaly.protocol": a["protocol"]}
     if known:
