@@ -23,3 +23,22 @@ def test_queued_experiment_copy_logs_to_the_real_root(tmp_path):
 def test_flatten_keeps_lists_whole():
     flat = tracking.flatten({"model": {"latent_dim": 10, "hidden": [500, 2000]}, "seed": 0, "x": None})
     assert flat == {"model.latent_dim": "10", "model.hidden": "[500, 2000]", "seed": "0", "x": "None"}
+
+
+def test_git_dirty_ignores_what_dvc_itself_rewrites(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    for name in ("code.py", "dvc.lock", "data.dvc"):
+        (tmp_path / name).write_text("1\n")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    (tmp_path / "dvc.lock").write_text("2\n")  # every `dvc repro` rewrites these before evaluate logs
+    (tmp_path / "data.dvc").write_text("2\n")
+    assert tracking.git_commit(tmp_path)[1] is False
+    (tmp_path / "code.py").write_text("2\n")  # a user's edit is
+    assert tracking.git_commit(tmp_path)[1] is True

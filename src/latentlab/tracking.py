@@ -102,11 +102,14 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
-    """(commit, dirty) of the working copy, or ("unknown", False) outside git."""
+    """(commit, dirty) of the working copy, or ("unknown", False) outside git. Dirty means a
+    tracked file differs from the commit, DVC's own lock and .dvc files aside."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # dvc.lock (and .dvc files) are rewritten by DVC itself while the pipeline runs: not a user's edit
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)dvc.lock", ":(exclude,glob)**/*.dvc"], cwd=root,
                                     capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
