@@ -42,3 +42,39 @@ def test_git_dirty_ignores_what_dvc_itself_rewrites(tmp_path):
     assert tracking.git_commit(tmp_path)[1] is False
     (tmp_path / "code.py").write_text("2\n")  # a user's edit is
     assert tracking.git_commit(tmp_path)[1] is True
+
+
+def test_latentlab_ui_serves_the_store_and_prints_the_view_address(tmp_path):
+    """`latentlab ui`: MLflow's UI on the project's store, and the address whose view shows the scores."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    exp_id = mlflow.MlflowClient(uri).create_experiment("latentlab")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from latentlab.cli import main; main()", "ui", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == (f"MLflow UI: http://127.0.0.1:{port}/#/experiments/{exp_id}/runs"
+                                f"?viewStateShareKey={tracking.UI_VIEW_KEY}")
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the UI never answered")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

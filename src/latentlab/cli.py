@@ -5,6 +5,7 @@
     latentlab -m hydra/launcher=joblib hydra.launcher.n_jobs=2 ...   # jobs in parallel
     latentlab compare --sweep latest                     # table and plots of a sweep
     latentlab predict new.csv --out new_assignments.csv  # the trained pipeline on new data
+    latentlab ui                                         # the MLflow UI on the project's store, scores in columns
 """
 
 from __future__ import annotations
@@ -80,6 +81,40 @@ def predict_main(argv: list[str]) -> int:
     return 0
 
 
+def ui_main(argv: list[str]) -> int:
+    """``latentlab ui``: MLflow's UI on this project's store (``MLFLOW_TRACKING_URI`` or the
+    sqlite file at the root), bound to 127.0.0.1, and the address that opens the runs table
+    with the scores and the params that vary in columns (MLflow 3 shows no metric columns
+    until they are picked, unless the saved view is named in the address)."""
+    import argparse
+    import os
+
+    from latentlab import tracking
+
+    p = argparse.ArgumentParser(prog="latentlab ui", description=ui_main.__doc__)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--experiment", default="latentlab", help="the experiment whose runs table opens")
+    a = p.parse_args(argv)
+    uri = tracking.tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{a.port}"
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    exp = None
+    try:
+        exp = mlflow.MlflowClient(uri).get_experiment_by_name(a.experiment)
+    except MlflowException as err:  # an unreadable store: the UI itself will say more
+        print(f"(could not read {uri}: {err})", file=sys.stderr)
+    url = (f"{base}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey={tracking.UI_VIEW_KEY}" if exp
+           else f"{base}/#/experiments")
+    print(f"MLflow UI: {url}", flush=True)
+    if uri.startswith(("http://", "https://")):
+        return 0  # a tracking server already serves its UI
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(a.port)])
+    return 0
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         from latentlab.compare import main as compare_main
@@ -87,6 +122,8 @@ def main() -> None:
         raise SystemExit(compare_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "predict":
         raise SystemExit(predict_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "ui":
+        raise SystemExit(ui_main(sys.argv[2:]))
     _check_keys(sys.argv[1:])
     _hydra_main()
 
