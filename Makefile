@@ -19,10 +19,12 @@ repro: uv
 demo: uv
 	$(RUN) latentlab data=digits
 
-# docs/results.md and the README's results table from bench/results/full_mnist-default.json
-# (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it: ~50 min).
+# docs/results.md and the README's results table from the full-MNIST benchmark's JSON
+# (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it). RESULTS_TAGS names
+# the files when the seeds were run in parts, e.g. RESULTS_TAGS="--tag default --tag default-s12".
+RESULTS_TAGS ?= --tag default
 results: uv
-	$(RUN) python bench/results.py
+	$(RUN) python bench/results.py $(RESULTS_TAGS)
 
 # The tests in tiers (README, Tests). `make test`, the README's test command: unit tests,
 # the stage functions in-process on one small real run, and one real small `dvc repro`

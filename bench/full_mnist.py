@@ -33,9 +33,13 @@ BIN = Path(sys.executable).parent
 LINE = re.compile(r"^\[(\w+)\] .*\(([\d.]+)s, peak memory ([\d.]+) GiB\)$", re.M)
 
 
+THREADS: dict[str, str] = {}  # --jobs: each side-by-side pipeline's share of the cores
+
+
 def dvc(repo: Path, *args: str) -> tuple[str, float]:
     # The clone's own code, not the editable install of this working tree.
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src")}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
+           **THREADS}
     env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own store
     t = time.perf_counter()
     r = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
@@ -110,6 +114,8 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
                    help="per seed, also score `autoencoder_selflabel` with these overrides under NAME (re-runs the "
                    "self-labelling only), e.g. long=finetune.epochs=10 (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run this many at a time, each in its own clone "
+                   "with its share of the cores (scores as one at a time; stage times are then not comparable)")
     p.add_argument("--change", action="append", default=[], metavar="OVERRIDE",
                    help="after the runs, change this parameter (e.g. cluster.standardize=true) and time the "
                    "`dvc repro` that follows, listing the stages it re-ran (repeatable)")
@@ -129,8 +135,27 @@ def main() -> None:
     path = ROOT / "bench" / "results" / (f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json")
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        for seed in a.seeds or [None]:
+        if a.jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            share = str(max(1, (os.cpu_count() or 1) // a.jobs))
+            THREADS.update(OMP_NUM_THREADS=share, MKL_NUM_THREADS=share)
+            result["jobs"] = a.jobs
+
+            def one(seed: int | None) -> dict:
+                clone = Path(tmp) / f"repo-{seed}"
+                subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+                run = run_seed(clone, seed, a.overrides, variants, a.targets, a.change)
+                runs.append(run)
+                path.write_text(json.dumps(result, indent=2))
+                return run
+
+            with ThreadPoolExecutor(a.jobs) as pool:
+                list(pool.map(one, a.seeds or [None]))
+            runs.sort(key=lambda r: -1 if r["seed"] is None else r["seed"])
+        else:
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        for seed in (a.seeds or [None]) if a.jobs == 1 else []:
             runs.append(run_seed(repo, seed, a.overrides, variants, a.targets, a.change))
             path.write_text(json.dumps(result, indent=2))  # after every seed: a stopped run keeps what it measured
     for run in runs:

@@ -38,8 +38,9 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
 def command(fm: dict, tag: str) -> str:
     seeds = " ".join(str(r["seed"]) for r in fm["runs"])
     sets = "".join(f" --set {o}" for o in fm.get("overrides", []))
+    jobs = f" --jobs {fm['jobs']}" if fm.get("jobs", 1) > 1 else ""
     return (f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
-            f"--seeds {seeds}{sets} --tag {tag}")
+            f"--seeds {seeds}{sets}{jobs} --tag {tag}")
 
 
 def method_table(runs: list[dict]) -> list[str]:
@@ -76,22 +77,35 @@ def verdicts(runs: list[dict]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tag", default="default")
+    p.add_argument("--tag", action="append", help="full_mnist-<tag>.json; repeat to merge several runs' "
+                   "seeds into one table (default: default)")
     p.add_argument("--no-readme", action="store_true", help="leave the README's table as it is")
     a = p.parse_args()
-    path = RESULTS / f"full_mnist-{a.tag}.json"
-    if not path.exists():
-        raise SystemExit(f"{path} not found: run `{command({'runs': [{'seed': s} for s in (0, 1, 2)]}, a.tag)}` first")
-    fm = json.loads(path.read_text())
-    runs = fm["runs"]
+    tags = a.tag or ["default"]
+    files = []
+    for tag in tags:
+        path = RESULTS / f"full_mnist-{tag}.json"
+        if not path.exists():
+            raise SystemExit(f"{path} not found: run `{command({'runs': [{'seed': s} for s in (0, 1, 2)]}, tag)}` first")
+        files.append((tag, path, json.loads(path.read_text())))
+    overrides = {tuple(fm.get("overrides", [])) for _, _, fm in files}
+    if len(overrides) > 1:
+        raise SystemExit(f"the runs to merge differ in config: {sorted(overrides)}")
+    runs = sorted((r for _, _, fm in files for r in fm["runs"]), key=lambda r: r["seed"])
     seeds = [r["seed"] for r in runs]
+    fm = {**files[0][2], "runs": runs}
     cfg = ", ".join(fm.get("overrides", [])) or "the default config (conf/, params.yaml)"
+    how = "; ".join(f"seeds {[r['seed'] for r in f['runs']]} at commit {f['commit']}"
+                    + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
+                       if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
     doc = ["# Results", "",
-           f"Written by `make results` (bench/results.py) from `{path.relative_to(ROOT)}`, which",
+           "Written by `make results` (bench/results.py) from "
+           + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
            "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
-           f"of commit {fm['commit']}, on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
+           f"({how}), on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
            "`protocol: all`: fitted and scored on every image, labels only to score, as the published tables).",
-           "", "```bash", command(fm, a.tag), "make results", "```", "",
+           "", "```bash", *(command(f, tag) for tag, _, f in files),
+           "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags), "```", "",
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
            "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
@@ -114,15 +128,15 @@ def main() -> None:
                 f"{spread([x['test']['auroc'] for x in an])}."]
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "results.md").write_text("\n".join(doc) + "\n")
-    print(f"wrote docs/results.md from {path.relative_to(ROOT)}")
+    print(f"wrote docs/results.md from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
     if a.no_readme:
         return
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block to rewrite")
-    block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}: mean [min, max] ([every figure](docs/results.md); "
-             f"`{command(fm, a.tag).replace('LATENTLAB_DATA_MIRROR=../shared/datasets ', '')}` then `make results`).", "",
+    block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}, the default config: mean [min, max] "
+             "([every figure, per seed, the commands and the stage times](docs/results.md)).", "",
              *method_table(runs), END]
     readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: "\n".join(block), text, flags=re.S))
     print("rewrote the results table in README.md")
