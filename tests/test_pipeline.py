@@ -140,7 +140,7 @@ def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.info.run_name == "mnist-conv-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
+    assert run.info.run_name == "mnist-mlp-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
     # its own bottleneck (anomaly.latent_dim), whatever model.latent_dim the clustering trains
     assert run.data.params["model.latent_dim"] == "10" == run.data.params["anomaly.latent_dim"]
     z, _ = models.encode(models.load(repo / "outputs/anomaly/train/model.pt"), np.zeros((2, 1, 28, 28), np.uint8))

@@ -17,8 +17,7 @@ FILE_DATASETS = ("table", "array", "images")   # the user's own file or folder, 
 DATASETS = (*TORCHVISION_DATASETS, "digits", *FILE_DATASETS)
 SCALINGS = ("standard", "minmax", "none")      # how a table's or array's features are scaled
 
-MODELS = {"latentlab.models.auto": "auto", "latentlab.models.MLPAutoencoder": "mlp",
-          "latentlab.models.ConvAutoencoder": "conv"}
+MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoencoder": "conv"}
 # Hydra instantiates `_target_`: only classes the project documents may be named.
 OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD", "torch.optim.RMSprop")
 PROTOCOLS = ("all", "train_test")

@@ -256,15 +256,14 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
     target = _get(cfg, "model._target_")
     if target not in MODELS:
-        raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=auto, mlp or conv), "
+        raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=mlp or model=conv), "
                           f"got {target!r}")
     latent = _int(cfg, "model.latent_dim", 1)
-    if MODELS[target] in ("mlp", "auto"):
+    if MODELS[target] == "mlp":
         _int_list(cfg, "model.hidden")
         _float(cfg, "model.input_dropout", 0.0, 0.95)
-    if MODELS[target] in ("conv", "auto"):
+    else:
         _int_list(cfg, "model.channels")
-    if MODELS[target] == "conv":
         if name == "table":
             raise ConfigError("model=conv needs images, but data.name=table gives feature vectors; use model=mlp")
     _choice(cfg, "model.activation", ACTIVATIONS)

@@ -110,18 +110,6 @@ class ConvAutoencoder(Autoencoder):
         self.init_weights()
 
 
-def auto(input_shape: tuple[int, ...], latent_dim: int = 32, channels: tuple[int, ...] = (32, 64, 128),
-         hidden: tuple[int, ...] = (500, 500, 2000), activation: str = "relu",
-         input_dropout: float = 0.2) -> Autoencoder:
-    """The default architecture for the data (``model=auto``): a ``ConvAutoencoder`` of
-    ``channels`` for images (N, C, H, W), an ``MLPAutoencoder`` of ``hidden`` (with
-    ``input_dropout``) for feature vectors (N, D), whose samples have no neighbouring pixels
-    for a convolution to exploit."""
-    if len(input_shape) == 3:
-        return ConvAutoencoder(input_shape, latent_dim, tuple(channels), activation)
-    return MLPAutoencoder(input_shape, latent_dim, tuple(hidden), activation, input_dropout)
-
-
 def to_float(batch: torch.Tensor) -> torch.Tensor:
     """uint8 images (kept that way in memory: 4x smaller) to floats in [0, 1]; feature
     vectors (already scaled when the data was prepared) as float32."""

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from latentlab import metric_names as M
-from latentlab.choices import VECTOR_DATASETS
 from latentlab.config import project_root, task_model
 from latentlab.errors import TrackingError
 
@@ -76,8 +75,6 @@ def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
 
 def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
     arch = cfg["model"]["_target_"].rsplit(".", 1)[-1].removesuffix("Autoencoder").lower()
-    if arch == "auto":  # the architecture it builds for this data
-        arch = "mlp" if cfg["data"]["name"] in VECTOR_DATASETS else "conv"
     name = f"{cfg['data']['name']}-{arch}-d{task_model(cfg, task)['latent_dim']}"
     if task == "anomaly":
         a = cfg["anomaly"]
