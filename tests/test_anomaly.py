@@ -182,8 +182,9 @@ def test_anomaly_figures(tmp_path):
     scores = AnomalyScorer().fit(_normal(3000, rng)).score_samples(X)
     images = rng.random((len(y), 1, 8, 8))
     paths = [plots.score_histogram(scores, y, 1.0, tmp_path / "hist.png"),
-             plots.roc_pr_curves({"all": (y, scores), "half": (y[::2], scores[::2])}, tmp_path / "curves.png"),
-             plots.anomaly_extremes(images, images * 0.5, scores, y, tmp_path / "extremes.png", n=6)]
+             plots.roc_pr_curves((y, scores), [(y[::2], scores[::2]), (y[1::2], scores[1::2])], tmp_path / "curves.png",
+                                 0.5),
+             plots.anomaly_extremes(images, images * 0.5, scores, y, tmp_path / "extremes.png", n=6, classes=y)]
     for p in paths:
         assert p.stat().st_size > 10_000 and not list(tmp_path.glob(".*.tmp.png"))
 
@@ -218,12 +219,15 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
         # 9s are the anomalies; the threshold flags ~10% of validation normals
         assert (s["is_anomaly"] == (s["y"] == 9)).all() and len(s["y"]) == 500
         assert 0.05 < (s["val_scores"] > s["threshold"]).mean() <= 0.12
-    anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/plots",
-                            tmp_path / "e")
+    anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/scores",
+                     tmp_path / "e/plots", tmp_path / "e")
     m = json.loads((tmp_path / "e/metrics.json").read_text())
     assert m["protocol"] == "leave_out" and m["normal_classes"] == list(range(9))
     expected = round(m["n_fit"] / 0.9 * 0.05)  # 5% of the pool (fit + validation) is leaked anomalies
     assert abs(m["n_contaminated"] - expected) <= 2 and "unbalanced" not in m
+    rows = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "e/scores").iterdir()}  # DVC's metrics
+    assert list(rows) == ["test"] and rows["test"]["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4)
+    assert rows["test"]["false_positive_rate"] == pytest.approx(m["test_false_positives"]["rate"], abs=1e-4)
     import mlflow
 
     run = mlflow.MlflowClient().search_runs(

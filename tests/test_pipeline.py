@@ -14,6 +14,8 @@ import yaml
 
 from conftest import ROOT, TINY
 
+from latentlab import metric_names as M
+
 BIN = Path(sys.executable).parent
 
 
@@ -89,9 +91,16 @@ def test_repro_writes_metrics_for_every_method(pipeline):
     # the table users take away: every image, in order, with its final cluster
     rows = (repo / "outputs/export/assignments.csv").read_text().splitlines()
     assert len(rows) == 2001 and rows[0].startswith("id,cluster,z0,") and rows[1].startswith("0,")
-    shown = _dvc(repo, "metrics", "show", "--json")
-    assert "autoencoder" in shown and "raw_pca_kmeans" in shown
-    for png in ("latent_pca", "reconstructions", "loss_curve", "contingency_autoencoder"):
+    shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
+    metrics = next(iter(shown.values()))["data"]
+    # a row per method, a few columns each: what a person reads in a terminal
+    rows = {Path(f).stem: v["data"] for f, v in metrics.items() if f.startswith("outputs/evaluate/scores/")}
+    assert set(rows) == set(M.METHODS) and rows["autoencoder"]["acc"] == pytest.approx(m["autoencoder"]["acc"], abs=1e-4)
+    assert rows["autoencoder_selflabel"]["twin"] == "raw_umap_selflabel"
+    assert "outputs/evaluate/metrics.json" not in metrics  # the full detail is an output, not DVC's metrics
+    table = _dvc(repo, "metrics", "show")
+    assert "failed to load" not in table and max(map(len, table.splitlines())) <= 200, table
+    for png in ("latent_umap", "twins", "reconstructions", "loss_curve", "contingency_autoencoder"):
         assert (repo / "outputs/evaluate/plots" / f"{png}.png").stat().st_size > 5000
 
 
@@ -115,7 +124,10 @@ def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeli
         assert 0.0 <= ub[k] <= 1.0 and f"{k}_std" in ub
     assert 0.0 < m["val_flagged"] < 0.2  # threshold: 1% of validation normals (few of them here)
     shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
-    assert "outputs/anomaly/evaluate/metrics.json" in json.dumps(shown)
+    test_row = next(iter(shown.values()))["data"]["outputs/anomaly/evaluate/scores/test.json"]["data"]
+    assert test_row["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4) and test_row["fpr_target"] == 0.01
+    table = _dvc(repo, "metrics", "show")
+    assert "failed to load" not in table and max(map(len, table.splitlines())) <= 200, table
     for png in ("score_histogram", "roc_pr", "extremes", "loss_curve"):
         assert (repo / "outputs/anomaly/evaluate/plots" / f"{png}.png").stat().st_size > 5000
     roc = (repo / "outputs/anomaly/evaluate/roc.csv").read_text().splitlines()
@@ -225,7 +237,7 @@ def test_mlflow_run_holds_everything(pipeline):
     val = client.get_metric_history(run.info.run_id, "val/recon_loss")
     assert [h.step for h in val] == [0, 1, 2, 3, 4]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert "figures/latent_pca.png" in figures and "figures/loss_curve.png" in figures
+    assert "figures/latent_umap.png" in figures and "figures/loss_curve.png" in figures
     import torch
 
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
@@ -349,7 +361,7 @@ def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path,
         for rev in e["revs"]:
             data = rev["data"]
             latent = data["params"]["params.yaml"]["data"]["model"]["latent_dim"]
-            found[latent] = (rev["name"], data["metrics"]["outputs/evaluate/metrics.json"]["data"])
+            found[latent] = (rev["name"], data["metrics"]["outputs/evaluate/scores/autoencoder.json"]["data"])
     assert set(found) == {2, 8, 16}
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])
@@ -357,7 +369,7 @@ def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path,
     for r in runs:
         name, metrics = found[int(r.data.params["model.latent_dim"])]
         assert r.data.tags["dvc_exp_name"] == name
-        assert r.data.metrics["autoencoder/acc"] == pytest.approx(metrics["autoencoder"]["acc"])
+        assert r.data.metrics["autoencoder/acc"] == pytest.approx(metrics["acc"], abs=1e-4)
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))  # nothing left in the temporary copies
 
 

@@ -55,8 +55,17 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
 
     cfg, p = small
     line = evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], p["all"], tmp_path / "m.json",
-                    tmp_path / "plots")
+                    tmp_path / "scores", tmp_path / "plots")
     m = json.loads((tmp_path / "m.json").read_text())
+    # DVC's metrics: a small file per method, so that `dvc metrics show` prints a row each
+    assert sorted(f.name for f in (tmp_path / "scores").iterdir()) == sorted(f"{x}.json" for x in M.METHODS)
+    for method in M.METHODS:
+        row = json.loads((tmp_path / "scores" / f"{method}.json").read_text())
+        assert row["acc"] == pytest.approx(m[method]["acc"], abs=1e-4)
+        assert set(row) == ({"acc", "nmi", "gain_acc", "gain_nmi", "twin"} if method in M.TWINS else {"acc", "nmi"})
+        if method in M.TWINS:
+            assert row["twin"] == M.TWINS[method] and row["gain_acc"] == pytest.approx(m["gain"][method]["acc"],
+                                                                                        abs=1e-4)
     assert set(m["gain"]) == set(M.TWINS)
     for method, twin in M.TWINS.items():
         assert m["gain"][method]["twin"] == twin
@@ -96,7 +105,7 @@ def test_evaluate_tags_a_stalled_run_and_scores_label_free_in_one_space(small, t
     results = []
     for i, latents in enumerate((p["latents"], tmp_path / "other.npz")):
         line = evaluate(cfg, p["data"], p["model"], p["history"], latents, p["all"],
-                        tmp_path / f"m{i}.json", tmp_path / f"plots{i}")
+                        tmp_path / f"m{i}.json", tmp_path / f"scores{i}", tmp_path / f"plots{i}")
         results.append((line, json.loads((tmp_path / f"m{i}.json").read_text())))
     (ok_line, ok), (bad_line, bad) = results
     for m in M.METHODS:
@@ -120,8 +129,9 @@ def test_evaluate_leaves_no_half_written_folder_when_a_figure_fails(small, tmp_p
     monkeypatch.setattr(plots, "contingency_heatmap", broken)
     with pytest.raises(RuntimeError):
         evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], p["all"],
-                 tmp_path / "metrics.json", tmp_path / "plots")
+                 tmp_path / "metrics.json", tmp_path / "scores", tmp_path / "plots")
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "plots").exists()
+    assert not (tmp_path / "scores").exists()
     assert list(tmp_path.iterdir()) == []
 
 

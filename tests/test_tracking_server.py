@@ -68,8 +68,8 @@ def test_parallel_sweep_logs_to_a_tracking_server(server, tmp_path):
     assert all(r.info.status == "FINISHED" and "autoencoder/nmi" in r.data.metrics for r in children)
     # artifacts went through the server into its own store, not into the client's folder
     run = children[0]
-    assert "figures/latent_pca.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert list((server_dir / "artifacts").rglob("latent_pca.png"))
+    assert "figures/latent_umap.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert list((server_dir / "artifacts").rglob("latent_umap.png"))
     assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()
     mlflow.set_tracking_uri(url)
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")

@@ -136,6 +136,14 @@ def make_manifold(umap: Mapping[str, Any], seed: int):
                 metric=umap["metric"], n_epochs=umap["n_epochs"], random_state=seed, n_jobs=1)
 
 
+def map_2d(z: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) a UMAP map of z (N, D) for figures: neighbourhoods kept, so that clusters a
+    10-d UMAP + GMM separates are seen apart (a 2-D PCA draws them as one blob)."""
+    umap = _import_umap()
+    return umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed,
+                     n_jobs=1).fit_transform(np.asarray(z, dtype=np.float32))
+
+
 def make_clusterer(*, k: int, algorithm: str, n_init: int, max_iter: int, seed: int, n: int,
                    covariance_type: str = "full", minibatch_above: int = 100_000):
     """k-means (mini-batch k-means above ``minibatch_above`` samples: full Lloyd passes

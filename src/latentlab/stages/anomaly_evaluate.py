@@ -29,11 +29,15 @@ def _curve_rows(x: np.ndarray, y: np.ndarray, names: tuple[str, str], n: int = 4
 
 
 def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, scores: Path,
-                     metrics_out: Path, plots_dir: Path, curves_dir: Path, run_id: str | None = None) -> str:
+                     metrics_out: Path, scores_dir: Path, plots_dir: Path, curves_dir: Path,
+                     run_id: str | None = None) -> str:
     """Metrics on the full test split and on seeded unbalanced draws of it, figures,
     ROC / PR curves for DVC, and one MLflow run in the anomaly experiment. Without labels
     (protocol unsupervised): how many test samples the threshold flags, the score
-    distribution and the most and least anomalous samples; no curves to draw."""
+    distribution and the most and least anomalous samples; no curves to draw.
+
+    ``metrics_out``: every measurement. ``scores_dir``: DVC's metrics, a small file per test
+    set (``test.json``, ``unbalanced.json``) that `dvc metrics show` prints as a row."""
     tracking.check_server()
     a = cfg["anomaly"]
     with np.load(scores) as f:
@@ -53,7 +57,7 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         "n_contaminated": split.n_contaminated, "n_test": int(len(s)), "test_flagged": float((s > thr).mean()),
         "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
     }
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    draws: list[tuple[np.ndarray, np.ndarray]] = []
     roc_rows: list[dict[str, float]] = []
     pr_rows: list[dict[str, float]] = []
     if known:
@@ -63,18 +67,20 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         result["test_false_positives"] = {"flagged": int((normal > thr).sum()), "of": int(len(normal)),
                                           "rate": float((normal > thr).mean()),
                                           "target": a["target_fpr"] if a["threshold"] == "fpr" else None}
-        result.update(test={k: v for k, v in vars(full).items() if k != "fpr"}, test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
-                                                         "anomaly": float(recon_error[is_anom == 1].mean())})
-        curves[f"full test ({full.anomaly_fraction:.0%} anomalies)"] = (is_anom, s)
+        result.update(test={k: v for k, v in vars(full).items() if k != "fpr"},
+                      test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
+                                        "anomaly": float(recon_error[is_anom == 1].mean())})
         pr_on = (is_anom, s)
         if a["anomaly_fraction"] is not None:
             result["unbalanced"] = {k: v for k, v in unbalanced_metrics(
                 is_anom, s, thr, fraction=a["anomaly_fraction"], draws=a["draws"], seed=cfg["seed"],
                 fpr=a["recall_at_fpr"]).items() if k != "fpr"}  # the setting is a param, not a measurement
-            # The first draw of unbalanced_metrics, drawn again for its curves.
-            i = unbalanced_indices(is_anom, a["anomaly_fraction"], np.random.default_rng(cfg["seed"]))
-            pr_on = (is_anom[i], s[i])
-            curves[f"unbalanced draw ({a['anomaly_fraction']:.0%} anomalies)"] = pr_on
+            # The draws unbalanced_metrics averaged over, drawn again (same seed) for their curves.
+            rng = np.random.default_rng(cfg["seed"])
+            for _ in range(a["draws"]):
+                i = unbalanced_indices(is_anom, a["anomaly_fraction"], rng)
+                draws.append((is_anom[i], s[i]))
+            pr_on = draws[0]
         fpr, tpr, _ = roc_curve(is_anom, s)
         roc_rows = _curve_rows(fpr, tpr, ("fpr", "tpr"))
         prec, rec, _ = precision_recall_curve(*pr_on)
@@ -94,10 +100,11 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
                                        tmp / "score_histogram.png",
                                        title=label if known else f"{label} (no labels: every test sample)"),
                  plots.loss_curve(hist, tmp / "loss_curve.png")]
-        if curves:
-            drawn.append(plots.roc_pr_curves(curves, tmp / "roc_pr.png"))
+        if known:
+            drawn.append(plots.roc_pr_curves((is_anom, s), draws, tmp / "roc_pr.png", a["anomaly_fraction"]))
         if ds.is_images:
-            drawn.append(plots.anomaly_extremes(x.numpy(), recons, s[shown], marks[shown], tmp / "extremes.png", n=n))
+            drawn.append(plots.anomaly_extremes(x.numpy(), recons, s[shown], marks[shown], tmp / "extremes.png", n=n,
+                                                classes=y[shown] if ds.labelled else None))
         else:
             drawn.append(plots.vector_extremes(x.numpy(), recons, s[shown], marks[shown], tmp / "extremes.png",
                                                n=min(n, 3)))
@@ -105,6 +112,9 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     # No labels, no curve: a header alone, which DVC can still read.
     write_csv(curves_dir / "roc.csv", roc_rows, ("fpr", "tpr"))
     write_csv(curves_dir / "pr.csv", pr_rows, ("recall", "precision"))
+    with atomic_dir(scores_dir) as tmp:
+        for name, row in headline(result).items():
+            write_json(tmp / f"{name}.json", row)
     write_json(metrics_out, result)
 
     flat = {"threshold": thr, "val_flagged": result["val_flagged"], "test_flagged": result["test_flagged"],
@@ -131,6 +141,22 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
                + (f" | {a['anomaly_fraction']:.0%} anomalies: AUPRC {ub['auprc']:.3f} ± {ub['auprc_std']:.3f}, "
                   f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary} | {where}"
+
+
+def headline(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per test set, what `dvc metrics show` prints: AUROC, AUPRC and F1 at the threshold; on the
+    full split also the share of normal images the threshold flagged, beside its target."""
+    if "test" not in result:  # no labels: what the threshold did is all there is
+        return {"test": {"flagged": round(result["test_flagged"], 4)}}
+    pick = ("auroc", "auprc", "f1")
+    rows = {"test": {k: round(result["test"][k], 4) for k in pick}}
+    fp = result["test_false_positives"]
+    rows["test"]["false_positive_rate"] = round(fp["rate"], 4)
+    if fp["target"] is not None:  # threshold: fpr
+        rows["test"]["fpr_target"] = fp["target"]
+    if "unbalanced" in result:
+        rows["unbalanced"] = {k: round(result["unbalanced"][k], 4) for k in pick}
+    return rows
 
 
 if __name__ == "__main__":  # DVC: python -m latentlab.stages.anomaly_evaluate --help

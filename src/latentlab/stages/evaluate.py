@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 
 from latentlab import history as history_file
 from latentlab import metric_names as M
-from latentlab import metrics, models, plots, tracking
+from latentlab import clustering, metrics, models, plots, tracking
 from latentlab.data import Prepared
 from latentlab.errors import LatentlabError
 from latentlab.files import atomic_dir, write_json
@@ -21,10 +20,13 @@ from latentlab.stages.common import main, scored
 
 
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
-             assignments: list[Path], metrics_out: Path, plots_dir: Path,
+             assignments: list[Path], metrics_out: Path, scores_dir: Path, plots_dir: Path,
              exported: Path | None = None, run_id: str | None = None) -> str:
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
+    ``metrics_out``: every score of every method. ``scores_dir``: one small file per method
+    (its headline scores and, for an autoencoder method, the gain over its raw twin), DVC's
+    metrics: `dvc metrics show` prints a row per method.
     ``exported``: the export stage's table, logged as an artifact. ``run_id``: fill this
     open run (a sweep job's) instead of creating one.
     """
@@ -65,19 +67,21 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
 
     rng = np.random.default_rng(cfg["seed"])
     pick = rng.choice(len(y), size=min(len(y), cfg["evaluate"]["plot_points"]), replace=False)
-    z2 = PCA(n_components=2, random_state=cfg["seed"]).fit_transform(z_score)[pick]
+    z2 = clustering.map_2d(z_score[pick], seed=cfg["seed"])
     net = models.load(model)
     shown = x_score[rng.choice(len(x_score), size=min(len(x_score), cfg["evaluate"]["n_images"]), replace=False)]
     with torch.inference_mode():
         originals = to_float(torch.from_numpy(shown))
         recons = net(originals).numpy()
-    colour = y[pick] if ds.labelled else labels[M.FINAL][pick]
+    reference = y[pick] if ds.labelled else labels[M.FINAL][pick]
     with atomic_dir(plots_dir) as tmp:  # every figure, or none: a failed plot leaves the old folder
         drawn = [
-            plots.latent_scatter(z2, colour, labels[M.AUTOENCODER][pick], tmp / "latent_pca.png",
-                                 first="true label" if ds.labelled else f"{M.FINAL} cluster"),
+            plots.latent_map(z2, reference, labels[M.AUTOENCODER][pick], tmp / "latent_umap.png",
+                             reference_name="true label" if ds.labelled else f"{M.FINAL} cluster"),
             plots.loss_curve(hist, tmp / "loss_curve.png"),
         ]
+        if ds.labelled:
+            drawn.append(plots.twin_bars(_twin_rows(result), tmp / "twins.png"))
         if ds.is_images:
             drawn.append(plots.reconstruction_grid(originals.numpy(), recons, tmp / "reconstructions.png"))
         for m in M.METHODS if ds.labelled else ():
@@ -86,6 +90,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
                 metrics.contingency(y, labels[m]), tmp / f"contingency_{m}.png",
                 f"{m}: ACC {s['acc']:.3f}, NMI {s['nmi']:.3f}"))
     figures = [plots_dir / p.name for p in drawn]
+    with atomic_dir(scores_dir) as tmp:
+        for m in M.METHODS:
+            write_json(tmp / f"{m}.json", headline(result, m))
     write_json(metrics_out, result)
 
     stall = (f"STALLED: the autoencoder reconstructs no better than the mean sample (MSE {result['recon_mse']:.4f} "
@@ -103,6 +110,28 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
               "protocol": protocol, "training.stalled": str(result["train"]["stalled"]).lower()})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
+
+
+def _twin_rows(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """plots.twin_bars' rows for one run: (value, value, value), no range."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m, twin in M.TWINS.items():
+        rows[m] = {"twin": twin}
+        for s in ("acc", "nmi"):
+            rows[m][s] = (result[m][s],) * 3
+            rows[m][f"twin_{s}"] = (result[twin][s],) * 3
+    return rows
+
+
+def headline(result: Mapping[str, Any], m: str) -> dict[str, Any]:
+    """What `dvc metrics show` gives for method m: ACC and NMI (without labels the label-free
+    scores) and an autoencoder method's gain over its raw twin."""
+    keys = ("acc", "nmi") if result["labelled"] else ("silhouette", "davies_bouldin")
+    out: dict[str, Any] = {k: round(result[m][k], 4) for k in keys}
+    if m in result.get("gain", {}):
+        g = result["gain"][m]
+        out.update(gain_acc=round(g["acc"], 4), gain_nmi=round(g["nmi"], 4), twin=g["twin"])
+    return out
 
 
 def _line(result: Mapping[str, Any], m: str, labelled: bool) -> str:
