@@ -119,7 +119,7 @@ def summarize(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, lis
     group_by = [c for c in params if runs[c].astype(str).nunique() > 1]
     if LATENT in group_by:  # latent size last: it is the x axis
         group_by = [c for c in group_by if c != LATENT] + [LATENT]
-    keyed = runs.assign(_all="all") if not group_by else runs
+    keyed = runs.assign(_all="all runs (no param varies)") if not group_by else runs
     g = keyed.groupby(group_by or ["_all"], sort=True)[metrics]
     summary = g.agg(["mean", "std", "min", "max"])
     summary.columns = [f"{m} {s}" for m, s in summary.columns]
@@ -129,7 +129,8 @@ def summarize(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, lis
 
 def _markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str]) -> str:
     keys = group_by or ["_all"]
-    head = [k.removeprefix("params.") for k in keys] + ["runs"] + metrics
+    head = [k.removeprefix("params.") for k in group_by] or ["configuration"]
+    head += ["runs"] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
         cells = [str(r[k]) for k in keys] + [str(int(r["runs"]))]
@@ -174,8 +175,26 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean over seeds, bars = min..max")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # beside the axes: a legend inside hides the lines it names
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save_figure(fig, path)
+
+
+def _twin_plot(runs: pd.DataFrame, path: Path, scope: str) -> Path | None:
+    """Each autoencoder method beside its raw twin over the given runs (mean, whiskers min..max)."""
+    from latentlab.plots import twin_bars
+
+    rows: dict[str, dict] = {}
+    for m, twin in M.TWINS.items():
+        cols = {f"{p}{s}": f"metrics.{n}/{s}" if f"metrics.{n}/{s}" in runs.columns else f"{n}/{s}"
+                for s in ("acc", "nmi") for p, n in (("", m), ("twin_", twin))}
+        if not all(c in runs.columns and runs[c].notna().any() for c in cols.values()):
+            continue
+        rows[m] = {"twin": twin, **{k: (runs[c].mean(), runs[c].min(), runs[c].max()) for k, c in cols.items()}}
+    if not rows:
+        return None
+    return twin_bars(rows, path, title=f"each autoencoder method beside its raw twin: {scope} "
+                                       f"({len(runs)} runs; whiskers min..max)")
 
 
 def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, out_dir: str | Path,
@@ -223,6 +242,11 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     (out / "summary.md").write_text(text + "\n")
     files = [out / "runs.csv", out / "summary.csv", out / "summary.md"]
     files += [_plot(runs, summary, group_by, m, out / f"{m.replace('/', '_')}.png") for m in metrics]
+    best = runs
+    for c in group_by:
+        best = best[best[c].astype(str) == str(best_cfg[c])]
+    twins = _twin_plot(best, out / "twins.png", f"best configuration ({cfg_desc})" if group_by else "all runs")
+    files += [twins] if twins else []
     return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run,
                   best_config={m: float(best_cfg[f"{m} mean"]) for m in metrics}, best_config_name=cfg_desc,
                   failed=failed, text=text, files=files)

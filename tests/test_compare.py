@@ -1,0 +1,35 @@
+"""`latentlab compare` on a real MLflow store holding runs logged as the pipeline logs them."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from latentlab import metric_names as M
+from latentlab.compare import compare
+
+
+def _log(uri: str, seed: int, latent: int, acc: dict[str, float]) -> None:
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("latentlab")
+    with mlflow.start_run(run_name=f"mnist-mlp-d{latent}-seed{seed}"):
+        mlflow.log_params({"seed": seed, "model.latent_dim": latent, "model._target_": "latentlab.models.MLPAutoencoder"})
+        for m, v in acc.items():
+            mlflow.log_metrics({f"{m}/acc": v, f"{m}/nmi": v - 0.05})
+        for m, twin in M.TWINS.items():
+            mlflow.log_metrics({f"gain/{m}/acc": acc[m] - acc[twin], f"gain/{m}/nmi": acc[m] - acc[twin]})
+        mlflow.log_metric("recon_mse", 0.01)
+
+
+def test_seeds_of_one_configuration_read_as_one_row_and_a_twin_chart(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for seed, shift in ((0, 0.0), (1, 0.01), (2, -0.01)):
+        _log(uri, seed, 32, {m: 0.9 + shift + (0.02 if not M.is_raw(m) else 0.0) for m in M.METHODS})
+    report = compare(experiment="latentlab", out_dir=tmp_path / "cmp", uri=uri)
+    table = (tmp_path / "cmp/summary.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| "))
+    assert header.startswith("| configuration | runs |") and "_all" not in table
+    assert "all runs (no param varies) | 3 |" in table
+    assert report.best_config[f"gain/{M.FINAL}/acc"] == pytest.approx(0.02)
+    twins = tmp_path / "cmp/twins.png"
+    assert twins in report.files and twins.stat().st_size > 10_000
