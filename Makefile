@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro demo test test-e2e test-slow params bench results benchmarks clean
+.PHONY: uv repro demo test test-e2e test-slow params bench results benchmarks clean plots-template
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -25,6 +25,11 @@ demo: uv
 RESULTS_TAGS ?= --tag default
 results: uv
 	$(RUN) python bench/results.py $(RESULTS_TAGS)
+
+# `dvc plots show`'s page with the vega libraries inlined (.dvc/config: plots.html_template), so
+# that its plots render offline; committed, rebuilt only when DVC asks for other vega versions.
+plots-template: uv
+	$(RUN) python .dvc/offline_plots.py
 
 # The tests in tiers (README, Tests). `make test`, the README's test command: unit tests,
 # the stage functions in-process on one small real run, and one real small `dvc repro`

@@ -33,3 +33,28 @@ def test_seeds_of_one_configuration_read_as_one_row_and_a_twin_chart(tmp_path):
     assert report.best_config[f"gain/{M.FINAL}/acc"] == pytest.approx(0.02)
     twins = tmp_path / "cmp/twins.png"
     assert twins in report.files and twins.stat().st_size > 10_000
+
+
+def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
+    """`latentlab exps` on `dvc exp show --json`'s shape: a baseline and two queued experiments."""
+    from latentlab.exps import rows_of, table
+
+    def data(latent: int, acc: float) -> dict:
+        metrics = {f"outputs/evaluate/scores/{m}.json": {"data": {"acc": acc, "nmi": acc - 0.05, "gain_acc": 0.01,
+                                                                 "twin": t}} for m, t in M.TWINS.items()}
+        metrics["outputs/anomaly/evaluate/scores/test.json"] = {"data": {"auroc": 0.998}}
+        return {"params": {"params.yaml": {"data": {"seed": 0, "model": {"latent_dim": latent},
+                                                    "data": {"mirror": f"/somewhere/{latent}"}}}},
+                "metrics": metrics}
+
+    shown = [{"rev": "workspace", "name": None, "data": data(32, 0.97), "experiments": None},
+             {"rev": "abcdef0123", "name": "main", "data": data(32, 0.97),
+              "experiments": [{"revs": [{"rev": "1111111", "name": "tiny-pies", "data": data(2, 0.5)}]},
+                              {"revs": [{"rev": "2222222", "name": "bold-cats", "data": data(8, 0.8)}]}]}]
+    text = table(rows_of(shown))
+    lines = text.splitlines()
+    assert lines[0].split() == ["experiment", "model.latent_dim", *M.AUTOENCODER_METHODS, "anomaly", "AUROC"]
+    row = next(line.split() for line in lines if line.startswith("tiny-pies "))
+    assert row[:4] == ["tiny-pies", "2", "0.5000", "(+0.0100)"] and row[-1] == "0.9980"
+    assert [line.split()[0] for line in lines[2:6]] == ["workspace", "main", "tiny-pies", "bold-cats"]
+    assert "data.mirror" not in text and "seed" not in lines[0]

@@ -39,3 +39,16 @@ def test_relative_links_resolve():
             assert dest.exists(), f"{doc.name}: {target}"
             if anchor and dest.suffix == ".md":
                 assert anchor in _anchors(dest), f"{doc.name}: {target}"
+
+
+def test_the_dvc_plots_page_loads_nothing_from_the_network():
+    """`dvc plots show` fills .dvc/plots.html (.dvc/config), which carries the vega libraries itself."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / ".dvc/config")
+    page = (ROOT / ".dvc" / cfg["plots"]["html_template"]).read_text()
+    assert "{plot_divs}" in page and "{scripts}" not in page  # DVC puts its CDN tags where {scripts} is
+    assert not re.search(r"<script[^>]+src=", page)
+    for lib in ("vega@", "vega-lite@", "vega-embed@"):
+        assert f"<!-- {lib}" in page

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,9 @@ def pipeline(tmp_path_factory, mirror):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp / "cache")}
     (tmp / "env.json").write_text(json.dumps(env))
+    started = time.time()
     out = _dvc(repo, "repro", "evaluate")
+    (tmp / "wall.json").write_text(json.dumps([started, time.time()]))
     return repo, out, env["MLFLOW_TRACKING_URI"]
 
 
@@ -137,6 +140,7 @@ def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeli
     page = (html / "index.html").read_text()
     for plot in ("anomaly_roc", "anomaly_pr", "anomaly_loss_curve", "extremes.png"):
         assert plot in page, plot
+    assert "cdn.jsdelivr" not in page and "vega-embed@" in page  # the offline template (.dvc/plots.html)
 
 
 @pytest.mark.e2e  # after the test above
@@ -229,6 +233,9 @@ def test_mlflow_run_holds_everything(pipeline):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
+    # the run spans the pipeline (`dvc repro`), not the evaluate stage that logs it
+    started, ended = json.loads((repo.parent / "wall.json").read_text())
+    assert abs(run.info.start_time / 1000 - started) < 10 and abs(run.info.end_time / 1000 - ended) < 10
     assert run.data.params["model.latent_dim"] == "32" and run.data.params["data.max_train"] == "1500"
     assert run.data.tags["dataset_sha256"] and len(run.data.tags["git_commit"]) == 40
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
@@ -253,6 +260,11 @@ def test_mlflow_run_holds_everything(pipeline):
     for col in ALL_COLUMNS["cluster"]:
         kind, key = col.split(".", 1)
         assert key.strip("`") in (run.data.metrics if kind == "metrics" else run.data.params), col
+    # its chart view: the train and the val loss in one chart, both logged per epoch
+    charts = json.loads(exp.tags["mlflow.sharedViewState.latentlab"])["compareRunCharts"]
+    loss = next(c for c in charts if not c["deleted"])
+    assert loss["selectedMetricKeys"] == ["train/recon_loss", "val/recon_loss"]
+    assert all(len(client.get_metric_history(run.info.run_id, k)) == 5 for k in loss["selectedMetricKeys"])
 
 
 @pytest.mark.e2e  # re-clusters latents and pixels: 50-110 s
@@ -371,6 +383,15 @@ def test_queued_experiments_run_in_parallel_and_log_to_the_users_store(tmp_path,
         assert r.data.tags["dvc_exp_name"] == name
         assert r.data.metrics["autoencoder/acc"] == pytest.approx(metrics["acc"], abs=1e-4)
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))  # nothing left in the temporary copies
+    # the README's one-screen view of them: the param that differs, each method's ACC and gain
+    shown = subprocess.run([str(BIN / "latentlab"), "exps"], cwd=repo, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}).stdout
+    lines = shown.splitlines()
+    assert lines[0].split()[:2] == ["experiment", "model.latent_dim"], shown
+    for latent, (name, metrics) in found.items():
+        row = next(line.split() for line in lines if line.startswith(name + " "))
+        assert row[1] == str(latent) and row[4] == f"{metrics['acc']:.4f}", (row, shown)
+    assert max(map(len, lines)) <= 160, shown
 
 
 @pytest.mark.slow

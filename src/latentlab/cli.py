@@ -6,6 +6,7 @@
     latentlab compare --sweep latest                     # table and plots of a sweep
     latentlab predict new.csv --out new_assignments.csv  # the trained pipeline on new data
     latentlab ui                                         # the MLflow UI on the project's store, scores in columns
+    latentlab exps                                       # DVC experiments: changed params and scores, one screen
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def ui_main(argv: list[str]) -> int:
     url = (f"{base}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey={tracking.UI_VIEW_KEY}" if exp
            else f"{base}/#/experiments")
     print(f"MLflow UI: {url}", flush=True)
+    if exp:
+        print(f"  charts (the train and val loss in one, every score): {url}&compareRunsMode=CHART", flush=True)
     if uri.startswith(("http://", "https://")):
         return 0  # a tracking server already serves its UI
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
@@ -124,6 +127,10 @@ def main() -> None:
         raise SystemExit(predict_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "ui":
         raise SystemExit(ui_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "exps":
+        from latentlab.exps import main as exps_main
+
+        raise SystemExit(exps_main(sys.argv[2:]))
     _check_keys(sys.argv[1:])
     _hydra_main()
 

@@ -132,11 +132,30 @@ UI_COLUMNS = {
 }
 
 
+# The chart view opens on one chart of the train and the val loss per epoch (MLflow would
+# draw a chart per metric key), above the charts MLflow generates for the other metrics.
+_LOSS_CHARTS = {
+    "isAccordionReordered": True,
+    "compareRunSections": [{"uuid": "losses", "name": "reconstruction loss per epoch", "display": True,
+                            "isReordered": True, "deleted": False, "isGenerated": False}],
+    "compareRunCharts": [
+        {"type": "LINE", "uuid": "loss", "metricSectionId": "losses", "metricKey": M.TRAIN_LOSS,
+         "selectedMetricKeys": [M.TRAIN_LOSS, M.VAL_LOSS], "displayName": "train and val reconstruction MSE",
+         "deleted": False, "isGenerated": False, "runsCountToCompare": 10, "scaleType": "log", "xAxisKey": "step",
+         "xAxisScaleType": "linear", "selectedXAxisMetricKey": "", "lineSmoothness": 0, "yAxisKey": "metric",
+         "yAxisExpressions": [], "ignoreOutliers": False, "useGlobalXaxisKey": False, "useGlobalLineSmoothing": False},
+        # the val loss alone would get its own generated chart: it is in the one above
+        {"type": "LINE", "uuid": "val-loss-alone", "metricSectionId": "losses", "metricKey": M.VAL_LOSS,
+         "deleted": True, "isGenerated": True},
+    ],
+}
+
+
 def _ui_tags(task: str) -> dict[str, str]:
     import json
 
     return {"mlflow.experimentKind": "custom_model_development",
-            f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps({"selectedColumns": UI_COLUMNS[task]})}
+            f"mlflow.sharedViewState.{UI_VIEW_KEY}": json.dumps({"selectedColumns": UI_COLUMNS[task], **_LOSS_CHARTS})}
 
 
 def ensure_experiment(name: str, root: Path, task: str = "cluster") -> str:
@@ -148,8 +167,8 @@ def ensure_experiment(name: str, root: Path, task: str = "cluster") -> str:
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
-        if f"mlflow.sharedViewState.{UI_VIEW_KEY}" not in exp.tags:
-            for k, v in _ui_tags(task).items():
+        for k, v in _ui_tags(task).items():  # a store made by an earlier version gets today's view
+            if exp.tags.get(k) != v:
                 mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     location = None
@@ -196,8 +215,9 @@ def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: lis
     uri = tracking_uri(root)
     with store_lock(uri):
         try:
-            if run_id is None:
-                run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True)
+            if run_id is None:  # a DVC stage at the pipeline's end: the run spans the pipeline
+                run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True,
+                                  start_time=pipeline_started())
             return _log_run(cfg=cfg, history=history, metrics=metrics, artifacts=artifacts,
                             model=model, example=example, tags=tags, root=root, run_id=run_id)
         except Exception as err:
@@ -223,6 +243,25 @@ def _connection_lost(err: BaseException) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def pipeline_started() -> int | None:
+    """When the `dvc repro` (or `dvc exp run`, or a queued experiment's run) that runs this stage
+    started, in ms since the epoch; None outside DVC. The evaluate stage logs its MLflow run at the
+    end of the pipeline, and a run's duration should be the pipeline's, not that stage's."""
+    import psutil
+
+    try:
+        proc = psutil.Process().parent()
+        while proc is not None:  # the nearest DVC command above this stage
+            argv = proc.cmdline()
+            if any(Path(a).name in ("dvc", "dvc.exe") or a.endswith(("/dvc/__main__.py", "-mdvc")) for a in argv[:3]) \
+                    and any(a in ("repro", "exec-run", "run") for a in argv):
+                return int(proc.create_time() * 1000)
+            proc = proc.parent()
+    except (psutil.Error, OSError):
+        return None
+    return None
 
 
 def _base_tags() -> dict[str, str]:
@@ -265,15 +304,15 @@ def _log_run(*, cfg, history, metrics, artifacts, model, example, tags, root, ru
 
 
 def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Mapping[str, str], root: Path,
-                task: str = "cluster") -> str:
-    """A RUNNING run; call under ``store_lock``."""
+                task: str = "cluster", start_time: int | None = None) -> str:
+    """A RUNNING run (started at ``start_time`` ms, default now); call under ``store_lock``."""
     import mlflow
 
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(experiment, root, task)
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), **tags})
+    run = client.create_run(exp_id, run_name=name, tags={**_base_tags(), **tags}, start_time=start_time)
     if params:
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
     return run.info.run_id
@@ -281,13 +320,13 @@ def _create_run(experiment: str, name: str, tags: Mapping[str, str], params: Map
 
 def open_run(cfg: Mapping[str, Any], *, task: str = "cluster", run_name: str | None = None,
              parent_run_id: str | None = None, tags: Mapping[str, str] | None = None, root: Path | None = None,
-             locked: bool = False) -> str:
+             locked: bool = False, start_time: int | None = None) -> str:
     """Create a RUNNING run holding the task's config (a sweep job shows up at once) in
-    the task's experiment; returns its id."""
+    the task's experiment; returns its id. ``start_time``: ms since the epoch, default now."""
     root = project_root(root)
     all_tags = {"task": task, **(tags or {}), **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
     args = (experiment_for(cfg, task), run_name or default_run_name(cfg, task), all_tags,
-            flatten(task_params(cfg, task)), root, task)
+            flatten(task_params(cfg, task)), root, task, start_time)
     if locked:
         return _create_run(*args)
     with store_lock(tracking_uri(root)):
