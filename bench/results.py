@@ -75,6 +75,20 @@ def verdicts(runs: list[dict]) -> list[str]:
     return lines
 
 
+def twins_figure(runs: list[dict], path: Path, title: str) -> Path:
+    """Each autoencoder method beside its raw twin: mean over the seeds, whiskers min..max."""
+    from latentlab.plots import twin_bars
+
+    rows = {}
+    for m, t in M.TWINS.items():
+        rows[m] = {"twin": t}
+        for s in ("acc", "nmi"):
+            for key, name in ((s, m), (f"twin_{s}", t)):
+                v = [r["metrics"][name][s] for r in runs]
+                rows[m][key] = (sum(v) / len(v), min(v), max(v))
+    return twin_bars(rows, path, title=title)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tag", action="append", help="full_mnist-<tag>.json; repeat to merge several runs' "
@@ -107,6 +121,7 @@ def main() -> None:
            "", "```bash", *(command(f, tag) for tag, _, f in files),
            "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags), "```", "",
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
+           "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
            "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
            "and `latentlab predict` give.", "", "## The bar: the best autoencoder method against every raw method", "",
@@ -127,6 +142,9 @@ def main() -> None:
         doc += ["", f"Anomaly branch (digit {an[0]['normal_classes']} normal, every test image scored): AUROC "
                 f"{spread([x['test']['auroc'] for x in an])}."]
     (ROOT / "docs").mkdir(exist_ok=True)
+    twins_figure(runs, ROOT / "docs" / "results_twins.png",
+                 f"what the latent space bought, full MNIST, seeds {', '.join(map(str, seeds))}: each autoencoder "
+                 "method beside its raw twin (whiskers: min..max over seeds)")
     (ROOT / "docs" / "results.md").write_text("\n".join(doc) + "\n")
     print(f"wrote docs/results.md from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
     if a.no_readme:
@@ -136,8 +154,11 @@ def main() -> None:
     if START not in text or END not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block to rewrite")
     block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}, the default config: mean [min, max] "
-             "([every figure, per seed, the commands and the stage times](docs/results.md)).", "",
-             *method_table(runs), END]
+             "([every figure, per seed, the commands and the stage times](docs/results.md)). Regenerate:",
+             "", "```bash", *(command(f, tag) for tag, _, f in files),
+             "make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\"" if tags != ["default"] else ""),
+             "```", "", *method_table(runs), "",
+             "![each autoencoder method beside its raw twin, over seeds](docs/results_twins.png)", END]
     readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: "\n".join(block), text, flags=re.S))
     print("rewrote the results table in README.md")
 

@@ -47,7 +47,9 @@ def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
                                                     "data": {"mirror": f"/somewhere/{latent}"}}}},
                 "metrics": metrics}
 
+    unrun = {"params": {"params.yaml": {"data": {"seed": 0, "model": {"latent_dim": 32, "hidden": 7}}}}, "metrics": {}}
     shown = [{"rev": "workspace", "name": None, "data": data(32, 0.97), "experiments": None},
+             {"rev": "fedcba9876", "name": "old", "data": unrun, "experiments": None},
              {"rev": "abcdef0123", "name": "main", "data": data(32, 0.97),
               "experiments": [{"revs": [{"rev": "1111111", "name": "tiny-pies", "data": data(2, 0.5)}]},
                               {"revs": [{"rev": "2222222", "name": "bold-cats", "data": data(8, 0.8)}]}]}]
@@ -57,4 +59,5 @@ def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
     row = next(line.split() for line in lines if line.startswith("tiny-pies "))
     assert row[:4] == ["tiny-pies", "2", "0.5000", "(+0.0100)"] and row[-1] == "0.9980"
     assert [line.split()[0] for line in lines[2:6]] == ["workspace", "main", "tiny-pies", "bold-cats"]
-    assert "data.mirror" not in text and "seed" not in lines[0]
+    assert "data.mirror" not in text and "seed" not in lines[0] and "hidden" not in text
+    assert lines[-1].endswith("; 1 without results left out")

@@ -46,7 +46,12 @@ def rows_of(shown: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table: the params that differ between them, then the scores."""
+    """The rows with results as an aligned text table: the params that differ between them, then
+    the scores. Rows without results (a baseline commit never reproduced here) are left out."""
+    shown = [r for r in rows if any(r["metrics"].get(SCORES.format(m)) for m in M.METHODS)
+             or r["metrics"].get(ANOMALY)]
+    skipped = len(rows) - len(shown)
+    rows = shown
     keys = sorted({k for r in rows for k in r["params"]} - set(IGNORED))
     changed = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
     head = ["experiment", *changed, *M.AUTOENCODER_METHODS, "anomaly AUROC"]
@@ -62,8 +67,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     twins = ", ".join(f"{m} - {t}" for m, t in M.TWINS.items())
+    note = f"; {skipped} without results left out" if skipped else ""
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), "",
-                      f"ACC (gain over the raw twin: {twins}); params: only those that differ"])
+                      f"ACC (gain over the raw twin: {twins}); params: only those that differ{note}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `dvc exp show --json` failed: {r.stderr.strip() or r.stdout.strip()}", file=sys.stderr)
         return 2
     rows = rows_of(json.loads(r.stdout))
-    if not rows:
+    if not any(r["metrics"] for r in rows):
         print("error: no DVC experiments or results here; run `dvc repro` or `dvc exp run` first", file=sys.stderr)
         return 2
     print(table(rows))
