@@ -1,5 +1,6 @@
 """Where runs go, and what a run's parameters look like."""
 
+import pytest
 
 from latentlab import config, tracking
 
@@ -44,6 +45,7 @@ def test_git_dirty_ignores_what_dvc_itself_rewrites(tmp_path):
     assert tracking.git_commit(tmp_path)[1] is True
 
 
+@pytest.mark.e2e  # a real `mlflow ui` server process, ~40 s to answer
 def test_latentlab_ui_serves_the_store_and_prints_the_view_address(tmp_path):
     """`latentlab ui`: MLflow's UI on the project's store, and the address whose view shows the scores."""
     import os
