@@ -7,7 +7,7 @@ command and config that produced them. The README's table between its `results` 
 is rewritten from the same file (no commit or date there; docs/results.md has them).
 
     uv run --frozen python bench/results.py               # the default's 3 seeds (tag default)
-    uv run --frozen python bench/results.py --tag best    # another run of full_mnist.py
+    uv run --frozen python bench/results.py --tag best --out docs/results-best.md --no-readme
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--tag", action="append", help="full_mnist-<tag>.json; repeat to merge several runs' "
                    "seeds into one table (default: default)")
     p.add_argument("--no-readme", action="store_true", help="leave the README's table as it is")
+    p.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md); "
+                   "its figure goes beside it")
     a = p.parse_args()
     tags = a.tag or ["default"]
     files = []
@@ -119,7 +121,8 @@ def main() -> None:
            f"({how}), on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
            "`protocol: all`: fitted and scored on every image, labels only to score, as the published tables).",
            "", "```bash", *(command(f, tag) for tag, _, f in files),
-           "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags), "```", "",
+           "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
+           + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme"), "```", "",
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
@@ -141,12 +144,15 @@ def main() -> None:
     if an:
         doc += ["", f"Anomaly branch (digit {an[0]['normal_classes']} normal, every test image scored): AUROC "
                 f"{spread([x['test']['auroc'] for x in an])}."]
-    (ROOT / "docs").mkdir(exist_ok=True)
-    twins_figure(runs, ROOT / "docs" / "results_twins.png",
+    out = ROOT / a.out
+    figure = out.with_name(f"{out.stem}_twins.png")
+    doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    twins_figure(runs, figure,
                  f"what the latent space bought, full MNIST, seeds {', '.join(map(str, seeds))}: each autoencoder "
                  "method beside its raw twin (whiskers: min..max over seeds)")
-    (ROOT / "docs" / "results.md").write_text("\n".join(doc) + "\n")
-    print(f"wrote docs/results.md from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
+    out.write_text("\n".join(doc) + "\n")
+    print(f"wrote {out.relative_to(ROOT)} and {figure.relative_to(ROOT)} from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
     if a.no_readme:
         return
     readme = ROOT / "README.md"
