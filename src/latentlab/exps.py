@@ -69,7 +69,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     twins = ", ".join(f"{m} - {t}" for m, t in M.TWINS.items())
     note = f"; {skipped} without results left out" if skipped else ""
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), "",
-                      f"ACC (gain over the raw twin: {twins}); params: only those that differ{note}"])
+                      f"params: only those that differ{note}", f"ACC (gain over the raw twin: {twins})"])
 
 
 def main(argv: list[str] | None = None) -> int:
