@@ -103,7 +103,9 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     print(finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
                    out / f"finetune-{name}.npz", out / f"classifier-{name}.pt"), flush=True)
     seconds = time.perf_counter() - t
-    twin = work / f"raw_selflabel-{seed}-{name}.npz"
+    # the twin depends on the self-labelling recipe, not on the autoencoder's overrides
+    recipe = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith("finetune.")) or "default"
+    twin = work / f"raw_selflabel-{seed}-{recipe}.npz"
     if not twin.exists():
         print(raw_selflabel(cfg, data, base, twin), flush=True)
     y = _labels(data)

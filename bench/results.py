@@ -77,15 +77,9 @@ def verdicts(runs: list[dict]) -> list[str]:
 
 def twins_figure(runs: list[dict], path: Path, title: str) -> Path:
     """Each autoencoder method beside its raw twin: mean over the seeds, whiskers min..max."""
-    from latentlab.plots import twin_bars
+    from latentlab.plots import twin_bars, twin_rows
 
-    rows = {}
-    for m, t in M.TWINS.items():
-        rows[m] = {"twin": t}
-        for s in ("acc", "nmi"):
-            for key, name in ((s, m), (f"twin_{s}", t)):
-                v = [r["metrics"][name][s] for r in runs]
-                rows[m][key] = (sum(v) / len(v), min(v), max(v))
+    rows = twin_rows([r["metrics"] for r in runs], M.TWINS)
     return twin_bars(rows, path, title=title)
 
 

@@ -62,3 +62,17 @@ def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
     assert [line.split()[0] for line in lines[2:6]] == ["workspace", "main", "tiny-pies", "bold-cats"]
     assert "data.mirror" not in text and "seed" not in lines[0] and "hidden" not in text
     assert "; 1 without results left out" in lines[-2] and max(map(len, lines)) <= 160
+
+
+def test_twin_rows_are_mean_min_max_over_runs_and_skip_what_a_run_lacks():
+    from latentlab.plots import twin_rows
+
+    runs = [{"autoencoder": {"acc": 0.9, "nmi": 0.8}, "raw_umap": {"acc": 0.8, "nmi": 0.7}},
+            {"autoencoder": {"acc": 0.7, "nmi": float("nan")}, "raw_umap": {"acc": 0.6, "nmi": 0.5}}]
+    rows = twin_rows(runs, {"autoencoder": "raw_umap", "autoencoder_kmeans": "raw_kmeans"})
+    assert list(rows) == ["autoencoder"]  # no run has the k-means pair
+    r = rows["autoencoder"]
+    assert r["twin"] == "raw_umap"
+    assert r["acc"] == pytest.approx((0.8, 0.7, 0.9))
+    assert r["nmi"] == pytest.approx((0.8, 0.8, 0.8))  # the NaN is skipped
+    assert r["twin_nmi"] == pytest.approx((0.6, 0.5, 0.7))

@@ -182,15 +182,15 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
 
 def _twin_plot(runs: pd.DataFrame, path: Path, scope: str) -> Path | None:
     """Each autoencoder method beside its raw twin over the given runs (mean, whiskers min..max)."""
-    from latentlab.plots import twin_bars
+    from latentlab.plots import twin_bars, twin_rows
 
-    rows: dict[str, dict] = {}
-    for m, twin in M.TWINS.items():
-        cols = {f"{p}{s}": f"metrics.{n}/{s}" if f"metrics.{n}/{s}" in runs.columns else f"{n}/{s}"
-                for s in ("acc", "nmi") for p, n in (("", m), ("twin_", twin))}
-        if not all(c in runs.columns and runs[c].notna().any() for c in cols.values()):
-            continue
-        rows[m] = {"twin": twin, **{k: (runs[c].mean(), runs[c].min(), runs[c].max()) for k, c in cols.items()}}
+    def col(n: str, s: str) -> str:  # logged runs carry "metrics.<m>/<s>", tidy tables "<m>/<s>"
+        return f"metrics.{n}/{s}" if f"metrics.{n}/{s}" in runs.columns else f"{n}/{s}"
+
+    names = {n for pair in M.TWINS.items() for n in pair}
+    per_run = [{n: {s: row[col(n, s)] for s in ("acc", "nmi") if col(n, s) in runs.columns} for n in names}
+               for _, row in runs.iterrows()]
+    rows = twin_rows(per_run, M.TWINS)
     if not rows:
         return None
     return twin_bars(rows, path, title=f"each autoencoder method beside its raw twin: {scope} "

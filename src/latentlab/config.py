@@ -259,9 +259,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=mlp or model=conv), "
                           f"got {target!r}")
     latent = _int(cfg, "model.latent_dim", 1)
+    _float(cfg, "model.input_dropout", 0.0, 0.95)
     if MODELS[target] == "mlp":
         _int_list(cfg, "model.hidden")
-        _float(cfg, "model.input_dropout", 0.0, 0.95)
     else:
         _int_list(cfg, "model.channels")
         if name == "table":

@@ -74,10 +74,12 @@ class MLPAutoencoder(Autoencoder):
 
 
 class ConvAutoencoder(Autoencoder):
-    """Stride-2 3x3 convolutions per channel width, a linear code, mirrored decoder."""
+    """Stride-2 3x3 convolutions per channel width, a linear code, mirrored decoder.
+    ``input_dropout`` > 0 makes it a denoising autoencoder, as for the MLP."""
 
     def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
-                 channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu") -> None:
+                 channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu",
+                 input_dropout: float = 0.0) -> None:
         super().__init__()
         if len(input_shape) != 3:
             from latentlab.errors import ConfigError
@@ -86,7 +88,7 @@ class ConvAutoencoder(Autoencoder):
                               f"{tuple(input_shape)}; use model=mlp")
         act = ACTIVATIONS[activation]
         c_in, h, w = input_shape
-        enc: list[nn.Module] = []
+        enc: list[nn.Module] = [nn.Dropout(input_dropout)]
         sizes = [(h, w)]
         prev = c_in
         for c in channels:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +36,7 @@ def matched_colours(reference: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     refs, clus = np.unique(reference), np.unique(clusters)
     table = contingency_matrix(reference, clusters)  # (refs, clus)
     rows, cols = linear_sum_assignment(table, maximize=True)
-    colour = {clus[c]: int(np.searchsorted(refs, refs[r])) for r, c in zip(rows, cols)}
+    colour = {clus[c]: int(r) for r, c in zip(rows, cols)}  # table rows are refs in sorted order
     extra = iter(range(len(refs), len(refs) + len(clus)))
     colour.update({c: next(extra) for c in clus if c not in colour})
     return np.array([colour[c] for c in clusters])
@@ -67,6 +68,20 @@ def latent_map(z2: np.ndarray, reference: np.ndarray, clusters: np.ndarray, path
     fig.suptitle(f"{title} ({len(z2):,} points)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def twin_rows(runs: list[Mapping[str, Mapping[str, float]]], twins: Mapping[str, str]) -> dict[str, dict]:
+    """``twin_bars``' rows from runs [{method: {"acc": .., "nmi": ..}}] (one or several seeds):
+    per autoencoder method of ``twins`` ({method: its raw twin}), the mean, min and max over
+    the runs of its scores and its twin's. Missing or NaN values are skipped; a method with
+    no value left for one of the four is left out."""
+    rows: dict[str, dict] = {}
+    for m, twin in twins.items():
+        vals = {f"{p}{s}": [v for r in runs if not np.isnan(v := float(r.get(n, {}).get(s, np.nan)))]
+                for s in ("acc", "nmi") for p, n in (("", m), ("twin_", twin))}
+        if all(vals.values()):
+            rows[m] = {"twin": twin, **{k: (float(np.mean(v)), min(v), max(v)) for k, v in vals.items()}}
+    return rows
 
 
 def twin_bars(rows: dict[str, dict[str, tuple[float, float, float]]], path: str | Path,

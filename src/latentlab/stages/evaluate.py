@@ -81,7 +81,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
             plots.loss_curve(hist, tmp / "loss_curve.png"),
         ]
         if ds.labelled:
-            drawn.append(plots.twin_bars(_twin_rows(result), tmp / "twins.png"))
+            drawn.append(plots.twin_bars(plots.twin_rows([result], M.TWINS), tmp / "twins.png"))
         if ds.is_images:
             drawn.append(plots.reconstruction_grid(originals.numpy(), recons, tmp / "reconstructions.png"))
         for m in M.METHODS if ds.labelled else ():
@@ -110,17 +110,6 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
               "protocol": protocol, "training.stalled": str(result["train"]["stalled"]).lower()})
     summary += f" | MLflow run {run_id} at {tracking.tracking_uri()}"
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary}"
-
-
-def _twin_rows(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """plots.twin_bars' rows for one run: (value, value, value), no range."""
-    rows: dict[str, dict[str, Any]] = {}
-    for m, twin in M.TWINS.items():
-        rows[m] = {"twin": twin}
-        for s in ("acc", "nmi"):
-            rows[m][s] = (result[m][s],) * 3
-            rows[m][f"twin_{s}"] = (result[twin][s],) * 3
-    return rows
 
 
 def headline(result: Mapping[str, Any], m: str) -> dict[str, Any]:
