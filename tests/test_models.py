@@ -9,7 +9,9 @@ from latentlab.models import ConvAutoencoder, MLPAutoencoder
 
 
 @pytest.mark.parametrize("cls, kw", [(MLPAutoencoder, {"hidden": (64, 32)}),
-                                     (ConvAutoencoder, {"channels": (8, 16, 32)})])
+                                     (ConvAutoencoder, {"channels": (8, 16, 32)}),
+                                     (ConvAutoencoder, {"channels": (8, 16), "decoder_hidden": (40,),
+                                                        "input_dropout": 0.2})])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)])
 def test_shapes(cls, kw, shape):
     net = cls(input_shape=shape, latent_dim=5, **kw)

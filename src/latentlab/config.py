@@ -264,6 +264,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         _int_list(cfg, "model.hidden")
     else:
         _int_list(cfg, "model.channels")
+        if _get(cfg, "model.decoder_hidden") is not None:
+            _int_list(cfg, "model.decoder_hidden")
         if name == "table":
             raise ConfigError("model=conv needs images, but data.name=table gives feature vectors; use model=mlp")
     _choice(cfg, "model.activation", ACTIVATIONS)

@@ -74,12 +74,14 @@ class MLPAutoencoder(Autoencoder):
 
 
 class ConvAutoencoder(Autoencoder):
-    """Stride-2 3x3 convolutions per channel width, a linear code, mirrored decoder.
-    ``input_dropout`` > 0 makes it a denoising autoencoder, as for the MLP."""
+    """Stride-2 3x3 convolutions per channel width, a linear code, and a mirrored decoder of
+    transposed convolutions; or, with ``decoder_hidden`` (e.g. [500]), a dense decoder
+    code -> hidden... -> image (cheaper: the transposed convolutions at full resolution
+    cost as much as the encoder). ``input_dropout`` > 0 makes it a denoising autoencoder."""
 
     def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 10,
                  channels: tuple[int, ...] = (32, 64, 128), activation: str = "relu",
-                 input_dropout: float = 0.0) -> None:
+                 input_dropout: float = 0.0, decoder_hidden: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if len(input_shape) != 3:
             from latentlab.errors import ConfigError
@@ -98,6 +100,15 @@ class ConvAutoencoder(Autoencoder):
             sizes.append((h, w))
         flat = prev * h * w
         enc += [nn.Flatten(), nn.Linear(flat, latent_dim)]
+        if decoder_hidden is not None:
+            sizes_d = [latent_dim, *decoder_hidden]
+            dense: list[nn.Module] = []
+            for a, b in zip(sizes_d[:-1], sizes_d[1:]):
+                dense += [nn.Linear(a, b), act()]
+            dense += [nn.Linear(sizes_d[-1], math.prod(input_shape)), nn.Sigmoid(), nn.Unflatten(1, tuple(input_shape))]
+            self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dense)
+            self.init_weights()
+            return
         dec: list[nn.Module] = [nn.Linear(latent_dim, flat), act(), nn.Unflatten(1, (prev, h, w))]
         outs = [*reversed(channels[:-1]), c_in]
         for i, c in enumerate(outs):
