@@ -173,3 +173,48 @@ def test_an_image_only_error_on_a_table_is_refused_before_training(breast_cancer
     with pytest.raises(ConfigError, match=r"anomaly.error=ssim compares images, but data.name=table gives feature "
                                           r"vectors: use anomaly.error=auto, mse or max"):
         validate(_table_anomaly(breast_cancer, "anomaly.error=ssim"))
+
+
+def test_a_conv_autoencoder_goes_through_every_stage_and_its_encoder_reloads(small, tmp_path):
+    """model=conv: trained, embedded, clustered, its encoder self-labelled,
+    evaluated and logged; the channels-last layout changes no number: the saved encoder and
+    classifier give what the same weights give on plain NCHW tensors."""
+    import torch
+
+    from latentlab import finetune as ft
+    from latentlab import models
+    from latentlab.stages.cluster import cluster
+    from latentlab.stages.embed import embed
+    from latentlab.stages.evaluate import evaluate
+    from latentlab.stages.finetune import finetune
+    from latentlab.stages.train import train
+
+    cfg, p = small
+    decoder_hidden = None  # the dense decoder's shapes: tests/test_models.py
+    cfg = with_value(cfg, "model", {"_target_": "latentlab.models.ConvAutoencoder", "latent_dim": 8,
+                                    "channels": [8, 16], "activation": "relu", "input_dropout": 0.1,
+                                    "decoder_hidden": decoder_hidden})
+    cfg = with_value(with_value(cfg, "train.max_epochs", 1), "finetune.rounds", 1)
+    validate(cfg)
+    q = {k: tmp_path / f"{k}.{ext}" for k, ext in (("model", "pt"), ("history", "csv"), ("latents", "npz"),
+                                                    ("assignments", "npz"), ("selflabel", "npz"),
+                                                    ("classifier", "pt"))}
+    train(cfg, p["data"], q["model"], q["history"])
+    embed(cfg, p["data"], q["model"], q["latents"])
+    cluster(cfg, q["latents"], q["assignments"])
+    finetune(cfg, p["data"], q["model"], q["assignments"], q["latents"], q["selflabel"], q["classifier"])
+    line = evaluate(cfg, p["data"], q["model"], q["history"], q["latents"],
+                    [q["assignments"], q["selflabel"], p["baselines"], p["raw_selflabel"]], tmp_path / "m.json",
+                    tmp_path / "scores", tmp_path / "plots")
+    assert "autoencoder_selflabel ACC" in line
+
+    x = torch.rand(5, 1, 28, 28)
+    ae, clf = models.load(q["model"]), ft.load(q["classifier"])
+    plain = models.ConvAutoencoder((1, 28, 28), 8, (8, 16), input_dropout=0.1, decoder_hidden=decoder_hidden)
+    plain.load_state_dict(ae.state_dict())
+    plain.encoder[0] = torch.nn.Identity()  # no layout change: NCHW all the way
+    plain = plain.to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ae.encode(x), plain.encode(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ae(x), plain(x), rtol=1e-5, atol=1e-5)
+        assert clf(x).shape == (5, 10)
