@@ -146,7 +146,7 @@ def test_train_test_protocol_assigns_unseen_points(blobs):
     ("cluster=dbscan", "Could not find 'cluster/dbscan'"),
     ("train.augment.degrees=-5", "train.augment.degrees must be a number in [0.0, 180.0], got -5"),
     ("train.augment.translate=0.7", "train.augment.translate must be a number in [0.0, 0.5], got 0.7"),
-    ("train.augment.target=clean", "train.augment.target must be one of ['augmented', 'original'], got 'clean'"),
+    ("train.augment.target=clean", "train.augment.target must be one of ['auto', 'augmented', 'original'], got 'clean'"),
 ])
 def test_bad_cluster_settings_are_refused(override, message):
     from latentlab.config import validate

@@ -79,13 +79,17 @@ def test_augmented_training_runs_and_is_deterministic(tmp_path, tiny_cfg):
     assert runs[0] == runs[1] and runs[0] != plain
 
 
-@pytest.mark.parametrize("target", ["augmented", "original"])
-def test_augmented_training_reconstructs_the_chosen_target(target, tiny_cfg):
+@pytest.mark.parametrize("arch, target, reconstructs", [
+    ("mlp", "augmented", "augmented"), ("mlp", "original", "original"), ("mlp", "auto", "augmented"),
+    ("conv", "auto", "original"), ("conv", "augmented", "augmented")])
+def test_augmented_training_reconstructs_the_chosen_target(arch, target, reconstructs, tiny_cfg):
     """target=original: the loss compares the reconstruction of the shifted copy with the
-    image as it was; target=augmented: with the shifted copy itself."""
+    image as it was; target=augmented: with the shifted copy itself; auto: the original
+    for a conv autoencoder, the shifted copy for the MLP."""
     from latentlab.models import random_affine
 
-    model = {**tiny_cfg["model"], "hidden": [16], "latent_dim": 2}
+    model = ({**tiny_cfg["model"], "hidden": [16], "latent_dim": 2} if arch == "mlp" else
+             {"_target_": "latentlab.models.ConvAutoencoder", "latent_dim": 2, "channels": [4]})
     aug = {"degrees": 20.0, "translate": 0.2, "target": target}
     lit = training.LitAutoencoder(model, tiny_cfg["optimizer"], (1, 8, 8), augment=aug)
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(32, 1, 8, 8), dtype=np.uint8))
@@ -96,8 +100,8 @@ def test_augmented_training_reconstructs_the_chosen_target(target, tiny_cfg):
     seen = random_affine(models.to_float(x), 20.0, 0.2)
     with torch.no_grad():
         recon = lit.net(seen)
-    want = seen if target == "augmented" else models.to_float(x)
-    other = models.to_float(x) if target == "augmented" else seen
+    want = seen if reconstructs == "augmented" else models.to_float(x)
+    other = models.to_float(x) if reconstructs == "augmented" else seen
     assert torch.allclose(loss, torch.nn.functional.mse_loss(recon, want))
     assert not torch.allclose(loss, torch.nn.functional.mse_loss(recon, other))
     lit.eval()  # no dropout: validation never augments

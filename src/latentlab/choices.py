@@ -24,7 +24,7 @@ PROTOCOLS = ("all", "train_test")
 TASKS = ("cluster", "anomaly")
 ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "LeakyReLU", "tanh": "Tanh",
                "silu": "SiLU"}  # config name -> torch.nn class
-AUGMENT_TARGETS = ("augmented", "original")  # what the autoencoder reconstructs from an augmented image
+AUGMENT_TARGETS = ("auto", "augmented", "original")  # what the autoencoder reconstructs from an augmented image
 FINETUNE_SCHEDULES = ("cosine", "onecycle")
 MANIFOLDS = ("none", "umap")
 ALGORITHMS = ("kmeans", "gmm")

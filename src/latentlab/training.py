@@ -23,7 +23,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from latentlab import metric_names as M
 from latentlab.choices import OPTIMIZERS, check
 from latentlab.files import atomic
-from latentlab.models import Autoencoder, build, is_images, mean_sample_mse, random_affine, stalled, to_float
+from latentlab.models import (Autoencoder, ConvAutoencoder, build, is_images, mean_sample_mse, random_affine, stalled,
+                              to_float)
 
 # Data is an in-memory tensor: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -61,7 +62,7 @@ class LitAutoencoder(pl.LightningModule):
             # pretraining). target=original goes further: the model sees the shifted copy
             # and must give back the digit as it was (centred), so the code cannot keep the shift.
             x = random_affine(x, aug["degrees"], aug["translate"])
-            if aug.get("target", "augmented") == "augmented":
+            if reconstruct_target(self.net, aug.get("target", "augmented")) == "augmented":
                 target = x
         loss = nn.functional.mse_loss(self.net(x), target)
         self.log(M.recon_loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True,
@@ -84,6 +85,20 @@ class LitAutoencoder(pl.LightningModule):
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.hparams.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+
+def reconstruct_target(net: nn.Module, target: str) -> str:
+    """What an autoencoder reconstructs from an augmented image: ``target``, or under
+    ``auto`` the original for a conv autoencoder and the augmented copy otherwise.
+
+    A conv decoder's transposed convolutions can redraw a digit anywhere, so asked for the
+    shifted copy its code must carry the shift; asked for the original it cannot keep it.
+    Measured (full MNIST, dev seeds, AE + UMAP + GMM ACC): conv 0.970 -> 0.978 (seed 100),
+    0.977 (seed 101), above the pixels' 0.974; the MLP's code 0.975 -> 0.976 (seed 100),
+    no change worth its default's re-measurement."""
+    if target != "auto":
+        return target
+    return "original" if isinstance(net, ConvAutoencoder) else "augmented"
 
 
 class History(Callback):
