@@ -212,7 +212,7 @@ def test_a_conv_autoencoder_goes_through_every_stage_and_its_encoder_reloads(sma
     ae, clf = models.load(q["model"]), ft.load(q["classifier"])
     plain = models.ConvAutoencoder((1, 28, 28), 8, (8, 16), input_dropout=0.1, decoder_hidden=decoder_hidden)
     plain.load_state_dict(ae.state_dict())
-    plain.encoder[0] = torch.nn.Identity()  # no layout change: NCHW all the way
+    plain.encoder = torch.nn.Sequential(*plain.encoder)  # no layout change: NCHW all the way
     plain = plain.to(memory_format=torch.contiguous_format).eval()
     with torch.no_grad():
         torch.testing.assert_close(ae.encode(x), plain.encode(x), rtol=1e-5, atol=1e-5)
