@@ -235,7 +235,11 @@ def test_mlflow_run_holds_everything(pipeline):
     assert run.info.status == "FINISHED"
     # the run spans the pipeline (`dvc repro`), not the evaluate stage that logs it
     started, ended = json.loads((repo.parent / "wall.json").read_text())
-    assert abs(run.info.start_time / 1000 - started) < 10 and abs(run.info.end_time / 1000 - ended) < 10
+    start, end = run.info.start_time / 1000, run.info.end_time / 1000
+    assert abs(start - started) < 10  # the `dvc repro` process's own start time
+    # ends with the evaluate stage, before the stages DVC runs after it: most of the pipeline,
+    # however slow a loaded machine makes those (a fixed tolerance failed at 10.7 s of 512 s)
+    assert end <= ended + 1 and end - start >= 0.8 * (ended - started), (start, end, started, ended)
     assert run.data.params["model.latent_dim"] == "32" and run.data.params["data.max_train"] == "1500"
     assert run.data.tags["dataset_sha256"] and len(run.data.tags["git_commit"]) == 40
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
