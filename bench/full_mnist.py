@@ -130,7 +130,7 @@ def main() -> None:
                             text=True, check=True).stdout.strip()
     runs: list[dict] = []
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-              "overrides": a.overrides, "variants": variants, "runs": runs}
+              "overrides": a.overrides, "targets": a.targets, "variants": variants, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     path = ROOT / "bench" / "results" / (f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json")
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
