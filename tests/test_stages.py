@@ -175,6 +175,7 @@ def test_an_image_only_error_on_a_table_is_refused_before_training(breast_cancer
         validate(_table_anomaly(breast_cancer, "anomaly.error=ssim"))
 
 
+@pytest.mark.e2e  # ~45 s: in the fast tier it took `make test` past 5 minutes; CI runs it in make test-e2e
 def test_a_conv_autoencoder_goes_through_every_stage_and_its_encoder_reloads(small, tmp_path):
     """model=conv: trained, embedded, clustered, its encoder self-labelled,
     evaluated and logged; the channels-last layout changes no number: the saved encoder and
