@@ -117,6 +117,12 @@ def summarize(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, lis
     """Per configuration (params that vary, seed aside): mean, std, min, max and n of each metric."""
     params = [c for c in runs.columns if c.startswith("params.") and c not in IGNORED]
     group_by = [c for c in params if runs[c].astype(str).nunique() > 1]
+    # A param that follows from the others (conv's decoder_hidden, mlp's input_dropout in a
+    # model=mlp,conv sweep) names no configuration of its own: leave it out of the key.
+    for c in [c for c in group_by if c not in ("params.model", LATENT)]:
+        others = [o for o in group_by if o != c]
+        if others and (runs[group_by].astype(str).groupby(others)[c].nunique() <= 1).all():
+            group_by.remove(c)
     if LATENT in group_by:  # latent size last: it is the x axis
         group_by = [c for c in group_by if c != LATENT] + [LATENT]
     keyed = runs.assign(_all="all runs (no param varies)") if not group_by else runs
