@@ -46,6 +46,18 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def dense_decoder(latent_dim: int, hidden, input_shape: tuple[int, ...], act: type[nn.Module]) -> nn.Sequential:
+    """code (N, d) -> a dense layer per width of ``hidden`` -> (N, *input_shape); a sigmoid
+    output for images (in [0, 1]), a linear one for feature vectors (standardised, unbounded)."""
+    sizes = [latent_dim, *hidden]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), act()]
+    out = [nn.Sigmoid()] if len(input_shape) == 3 else []
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], math.prod(input_shape)), *out,
+                         nn.Unflatten(1, tuple(input_shape)))
+
+
 class MLPAutoencoder(Autoencoder):
     """Dense encoder in -> hidden... -> d, mirrored decoder; a sigmoid output for images
     (in [0, 1]), a linear one for feature vectors (standardised, unbounded)."""
@@ -63,13 +75,7 @@ class MLPAutoencoder(Autoencoder):
             enc += [nn.Linear(a, b), act()]
         # No activation on the code: k-means wants an unconstrained latent space.
         enc.append(nn.Linear(sizes[-1], latent_dim))
-        dec: list[nn.Module] = []
-        back = [latent_dim, *reversed(hidden)]
-        for a, b in zip(back[:-1], back[1:]):
-            dec += [nn.Linear(a, b), act()]
-        out = [nn.Sigmoid()] if len(input_shape) == 3 else []
-        dec += [nn.Linear(back[-1], n_in), *out, nn.Unflatten(1, tuple(input_shape))]
-        self.encoder, self.decoder = nn.Sequential(*enc), nn.Sequential(*dec)
+        self.encoder, self.decoder = nn.Sequential(*enc), dense_decoder(latent_dim, list(hidden)[::-1], input_shape, act)
         self.init_weights()
 
 
@@ -117,12 +123,7 @@ class ConvAutoencoder(Autoencoder):
         flat = prev * h * w
         enc += [nn.Flatten(), nn.Linear(flat, latent_dim)]
         if decoder_hidden is not None:
-            sizes_d = [latent_dim, *decoder_hidden]
-            dense: list[nn.Module] = []
-            for a, b in zip(sizes_d[:-1], sizes_d[1:]):
-                dense += [nn.Linear(a, b), act()]
-            dense += [nn.Linear(sizes_d[-1], math.prod(input_shape)), nn.Sigmoid(), nn.Unflatten(1, tuple(input_shape))]
-            self.decoder = nn.Sequential(*dense)
+            self.decoder = dense_decoder(latent_dim, decoder_hidden, input_shape, act)
         else:
             self.decoder = nn.Sequential(*self._conv_decoder(latent_dim, channels, c_in, sizes, prev, act))
         self.encoder = ConvEncoder(*enc, input_dropout=input_dropout)
