@@ -111,8 +111,9 @@ def main() -> None:
     how = "; ".join(f"seeds {[r['seed'] for r in f['runs']]} at commit {f['commit']}"
                     + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
                        if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
-    doc = ["# Results", "",
-           "Written by `make results` (bench/results.py) from "
+    title = "# Results" + (f": {cfg}" if fm.get("overrides") else " of the default")
+    doc = [title, "",
+           "Written by bench/results.py from "
            + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
            "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
            f"({how}), on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
