@@ -78,19 +78,26 @@ EXACT_GRAPHS = {"euclidean": exact_neighbors, "cosine": exact_cosine_neighbors}
 
 def _embed_all(pre: Pipeline, x: np.ndarray) -> np.ndarray:
     """``pre`` (scaling, PCA, UMAP: the pipeline before its clusterer) fitted on x (N, D),
-    x transformed; a euclidean or cosine UMAP gets the exact neighbour graph
-    (``EXACT_GRAPHS``). Only for a fit whose own points are the scored ones: nothing calls
-    its ``transform`` later, which would need NN-descent's index."""
+    x transformed; a euclidean or cosine UMAP on the exact neighbour graph (``_fit_umap``).
+    Only for a fit whose own points are the scored ones: nothing calls its ``transform``
+    later, which would need NN-descent's index."""
     manifold = pre[-1]
-    # Below UMAP_EXACT_BELOW points umap-learn computes every distance itself, uncompiled.
-    if manifold == "passthrough" or manifold.metric not in EXACT_GRAPHS or len(x) < UMAP_EXACT_BELOW:
+    if manifold == "passthrough":
         return pre.fit_transform(x)
+    return _fit_umap(manifold, pre[:-1].fit_transform(x))
 
-    xp = pre[:-1].fit_transform(x)
-    manifold.precomputed_knn = (*EXACT_GRAPHS[manifold.metric](xp, manifold.n_neighbors), None)
+
+def _fit_umap(manifold, x: np.ndarray) -> np.ndarray:
+    """``manifold`` (a UMAP) fitted on x (N, D) and x embedded, on the exact neighbour graph
+    (``EXACT_GRAPHS``) for a euclidean or cosine metric: NN-descent would compile itself in
+    every new process first (~50 s of the evaluate stage's 2-D map of 10,000 latents)."""
+    # Below UMAP_EXACT_BELOW points umap-learn computes every distance itself, uncompiled.
+    if manifold.metric not in EXACT_GRAPHS or len(x) < UMAP_EXACT_BELOW:
+        return manifold.fit_transform(x)
+    manifold.precomputed_knn = (*EXACT_GRAPHS[manifold.metric](x, manifold.n_neighbors), None)
     with warnings.catch_warnings():  # "transform will be unavailable": by design here
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
-        return manifold.fit_transform(xp)
+        return manifold.fit_transform(x)
 
 
 def _import_umap():
@@ -140,8 +147,8 @@ def map_2d(z: np.ndarray, seed: int) -> np.ndarray:
     """(N, 2) a UMAP map of z (N, D) for figures: neighbourhoods kept, so that clusters a
     10-d UMAP + GMM separates are seen apart (a 2-D PCA draws them as one blob)."""
     umap = _import_umap()
-    return umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed,
-                     n_jobs=1).fit_transform(np.asarray(z, dtype=np.float32))
+    return _fit_umap(umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1),
+                     np.asarray(z, dtype=np.float32))
 
 
 def make_clusterer(*, k: int, algorithm: str, n_init: int, max_iter: int, seed: int, n: int,
