@@ -21,8 +21,9 @@ demo: uv
 
 # docs/results.md and the README's results table from the full-MNIST benchmark's JSON
 # (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it). RESULTS_TAGS names
-# the files when the seeds were run in parts, e.g. RESULTS_TAGS="--tag default --tag default-s12".
-RESULTS_TAGS ?= --tag default
+# the files when the seeds were run in parts, e.g. RESULTS_TAGS="--tag default --tag default-s12";
+# --times the run whose stage times are shown: one pipeline alone (`--seeds 0 --tag default-alone`).
+RESULTS_TAGS ?= --tag default --times default-alone
 results: uv
 	$(RUN) python bench/results.py $(RESULTS_TAGS)
 

@@ -91,6 +91,8 @@ def main() -> None:
     p.add_argument("--tag", action="append", help="full_mnist-<tag>.json; repeat to merge several runs' "
                    "seeds into one table (default: default)")
     p.add_argument("--no-readme", action="store_true", help="leave the README's table as it is")
+    p.add_argument("--times", metavar="TAG", help="the time table from full_mnist-<TAG>.json instead: a run "
+                   "of the same config alone (scores side by side are fine, their stage times are not)")
     p.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md); "
                    "its figure goes beside it")
     a = p.parse_args()
@@ -120,6 +122,7 @@ def main() -> None:
            "`protocol: all`: fitted and scored on every image, labels only to score, as the published tables).",
            "", "```bash", *(command(f, tag) for tag, _, f in files),
            "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
+           + (f" --times {a.times}" if a.times else "")
            + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme"), "```", "",
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
@@ -131,18 +134,29 @@ def main() -> None:
     for r in runs:
         doc.append(f"| {r['seed']} | " + " | ".join(f"{r['metrics'][m]['acc']:.4f} / {r['metrics'][m]['nmi']:.4f}"
                                                    for m in M.METHODS) + " |")
-    scope = "both branches" if any(r.get("anomaly_metrics") for r in runs) else "the clustering branch only"
-    doc += ["", f"## Time (seconds of each stage; `dvc repro` of {scope})", "",
-            "| seed | " + " | ".join(s["stage"] for s in runs[0]["stages"]) + " | clustering branch | whole `dvc repro` |",
-            "| ---: |" + " ---: |" * (len(runs[0]["stages"]) + 2)]
-    for r in runs:
+    timed, timing = runs, []
+    if a.times:  # stage times from a run alone: side-by-side seeds share the cores
+        tfm = json.loads((RESULTS / f"full_mnist-{a.times}.json").read_text())
+        if tfm.get("overrides", []) != fm.get("overrides", []) or tfm.get("jobs", 1) > 1:
+            raise SystemExit(f"--times {a.times}: its config {tfm.get('overrides', [])} (jobs {tfm.get('jobs', 1)}) "
+                             f"is not {fm.get('overrides', [])} run alone")
+        timed = tfm["runs"]
+        timing = [f"Timed apart from the scores above: one pipeline alone, at commit {tfm['commit']}:", "",
+                  "```bash", command(tfm, a.times), "```", ""]
+    scope = "both branches" if any(r.get("anomaly_metrics") for r in timed) else "the clustering branch only"
+    doc += ["", f"## Time (seconds of each stage; `dvc repro` of {scope})", "", *timing,
+            "| seed | " + " | ".join(s["stage"] for s in timed[0]["stages"]) + " | clustering branch | whole `dvc repro` |",
+            "| ---: |" + " ---: |" * (len(timed[0]["stages"]) + 2)]
+    for r in timed:
         t = {s["stage"]: s["seconds"] for s in r["stages"]}
-        doc.append(f"| {r['seed']} | " + " | ".join(f"{t.get(s['stage'], float('nan')):.0f}" for s in runs[0]["stages"])
+        doc.append(f"| {r['seed']} | " + " | ".join(f"{t.get(s['stage'], float('nan')):.0f}" for s in timed[0]["stages"])
                    + f" | {r['branch_seconds']['clustering']:.0f} | {r['dvc_repro_seconds']:.0f} |")
     an = [r["anomaly_metrics"] for r in runs if r.get("anomaly_metrics")]
-    if an:
-        doc += ["", f"Anomaly branch (digit {an[0]['normal_classes']} normal, every test image scored): AUROC "
-                f"{spread([x['test']['auroc'] for x in an])}."]
+    an_timed = [r["anomaly_metrics"] for r in timed if r.get("anomaly_metrics")] if not an else []
+    for what, found in (("", an), (" (the timed run's)", an_timed)):
+        if found:
+            doc += ["", f"Anomaly branch{what} (digit {found[0]['normal_classes']} normal, every test image scored): "
+                    f"AUROC {spread([x['test']['auroc'] for x in found])}, seeds {[r['seed'] for r in (runs if what == '' else timed) if r.get('anomaly_metrics')]}."]
     out = ROOT / a.out
     figure = out.with_name(f"{out.stem}_twins.png")
     doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
@@ -160,7 +174,7 @@ def main() -> None:
         raise SystemExit(f"README.md has no {START} ... {END} block to rewrite")
     block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}, the default config: mean [min, max] "
              "([every figure, per seed, the commands and the stage times](docs/results.md)). Regenerate:",
-             "", "```bash", *(command(f, tag) for tag, _, f in files),
+             "", "```bash", *(command(f, tag) for tag, _, f in files), *([command(tfm, a.times)] if a.times else []),
              "make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\"" if tags != ["default"] else ""),
              "```", "", *method_table(runs), "",
              "![each autoencoder method beside its raw twin, over seeds](docs/results_twins.png)", END]

@@ -107,6 +107,9 @@ def test_compare_command_summarises_the_latest_sweep(parallel_sweep):
     tmp, uri, _ = parallel_sweep
     r = latentlab(tmp, "compare", "--sweep", "latest", "--out", "cmp", uri=uri)
     assert "8 finished runs" in r.stdout
+    # the page says which command made the sweep, so that a reader can make it again
+    made = next(line for line in (tmp / "cmp/summary.md").read_text().splitlines() if line.startswith("Made by"))
+    assert "`latentlab -m " in made and "model=mlp,conv" in made and "model.latent_dim=2,4" in made, made
     summary = pd.read_csv(tmp / "cmp/summary.csv")
     assert len(summary) == 4 and set(summary["runs"]) == {2}
     # the mean over seeds is the mean of the runs' own metrics

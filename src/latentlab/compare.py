@@ -92,6 +92,15 @@ def load_runs(*, experiment: str, parent_run_id: str | None = None, uri: str | N
     return df.reset_index(drop=True)
 
 
+def sweep_command(parent_run_id: str) -> str | None:
+    """The command that ran a sweep (``latentlab -m`` and its overrides, from its parent
+    run's tags), for a report to say how to make its runs again; None when not recorded."""
+    import mlflow
+
+    overrides = mlflow.MlflowClient().get_run(parent_run_id).data.tags.get("sweep.overrides")
+    return None if overrides is None else f"latentlab -m {overrides}"
+
+
 def latest_sweep(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
@@ -237,8 +246,10 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     summary.to_csv(out / "summary.csv", index=False)
     table = _markdown(summary, group_by, list(metrics))
     cfg_desc = ", ".join(f"{c.removeprefix('params.')}={best_cfg[c]}" for c in group_by) or "all runs"
+    made_by = sweep_command(parent_run_id) if parent_run_id else None
     text = "\n".join([
         f"# {scope}: {len(runs)} finished runs" + (f", {failed} failed or unfinished" if failed else ""),
+        *(["", f"Made by `{made_by}`; read back by `latentlab compare --sweep {parent_run_id}`."] if made_by else []),
         "", "mean ± std [min, max] over seeds", "", table, "",
         f"best configuration by mean {rank_by}: {cfg_desc} ({best_cfg[f'{rank_by} mean']:.4f} over "
         f"{int(best_cfg['runs'])} runs)",
