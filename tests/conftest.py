@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,32 @@ def mirror() -> Path:
     return MIRROR
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, its tables created once per test process: creating them
+    costs 3.5-5 s, which every test that logs a run would pay again."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def new_store(empty: Path, path: Path) -> str:
+    """A real, empty MLflow store at ``path`` (a copy of ``empty_store``): its tracking URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
+def _isolated(monkeypatch, tmp_path, tmp_path_factory, empty_store):
     # Only the tests that read MNIST need the mirror; without it they fail on its absence
     # (the variable still names it), never by reaching for the network.
     monkeypatch.setenv("LATENTLAB_DATA_MIRROR", str(MIRROR))
     monkeypatch.setenv("LATENTLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # beside tmp_path, not in it: tests check that tmp_path holds only what they wrote
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_store(empty_store, tmp_path_factory.mktemp("store") / "mlflow.db"))
 
 
 TINY = [
@@ -60,7 +80,7 @@ def with_value(cfg: dict, key: str, value) -> dict:
 
 
 @pytest.fixture(scope="session")
-def small(tmp_path_factory, mirror):
+def small(tmp_path_factory, mirror, empty_store):
     """One small real run shared by the in-process stage tests: 1,500 + 500 MNIST images
     prepared, a tiny autoencoder trained (3 epochs), latents, cluster and baseline
     assignments, both self-labellings, in a session folder. Tests read these files and
@@ -80,7 +100,7 @@ def small(tmp_path_factory, mirror):
     cfg = OmegaConf.to_container(compose([*TINY, "train.max_epochs=3"]), resolve=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LATENTLAB_DATA_MIRROR", str(mirror))
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+        mp.setenv("MLFLOW_TRACKING_URI", new_store(empty_store, d / "mlflow.db"))
         p = {k: d / v for k, v in {"data": "prepared.npz", "model": "model.pt", "history": "history.csv",
                                    "latents": "latents.npz", "assignments": "assignments.npz",
                                    "baselines": "baselines.npz", "selflabel": "selflabel.npz",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, new_store
 
 from latentlab import metric_names as M
 
@@ -60,13 +60,13 @@ def _dvc(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, mirror):
+def pipeline(tmp_path_factory, mirror, empty_store):
     """One `dvc repro evaluate` (the clustering branch) of the default pipeline on 2,000 MNIST
     images, 5 epochs; the anomaly branch's own test (e2e) reproduces the rest."""
     tmp = tmp_path_factory.mktemp("e2e")
     repo = _copy_project(tmp / "repo")
     _set(repo / "params.yaml", TINY)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
+    env = {"MLFLOW_TRACKING_URI": new_store(empty_store, tmp / "mlflow.db"), "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp / "cache")}
     (tmp / "env.json").write_text(json.dumps(env))
     started = time.time()
