@@ -151,12 +151,13 @@ def main() -> None:
         t = {s["stage"]: s["seconds"] for s in r["stages"]}
         doc.append(f"| {r['seed']} | " + " | ".join(f"{t.get(s['stage'], float('nan')):.0f}" for s in timed[0]["stages"])
                    + f" | {r['branch_seconds']['clustering']:.0f} | {r['dvc_repro_seconds']:.0f} |")
-    an = [r["anomaly_metrics"] for r in runs if r.get("anomaly_metrics")]
-    an_timed = [r["anomaly_metrics"] for r in timed if r.get("anomaly_metrics")] if not an else []
-    for what, found in (("", an), (" (the timed run's)", an_timed)):
-        if found:
-            doc += ["", f"Anomaly branch{what} (digit {found[0]['normal_classes']} normal, every test image scored): "
-                    f"AUROC {spread([x['test']['auroc'] for x in found])}, seeds {[r['seed'] for r in (runs if what == '' else timed) if r.get('anomaly_metrics')]}."]
+    an_runs, whose = [r for r in runs if r.get("anomaly_metrics")], ""
+    if not an_runs:  # seeds scored on the clustering branch only: the timed run may have both
+        an_runs, whose = [r for r in timed if r.get("anomaly_metrics")], " (the timed run)"
+    if an_runs:
+        doc += ["", f"Anomaly branch{whose}, digit {an_runs[0]['anomaly_metrics']['normal_classes']} normal, every "
+                f"test image scored: AUROC {spread([r['anomaly_metrics']['test']['auroc'] for r in an_runs])} over "
+                f"seeds {[r['seed'] for r in an_runs]}."]
     out = ROOT / a.out
     figure = out.with_name(f"{out.stem}_twins.png")
     doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
