@@ -98,7 +98,9 @@ def sweep_command(parent_run_id: str) -> str | None:
     import mlflow
 
     overrides = mlflow.MlflowClient().get_run(parent_run_id).data.tags.get("sweep.overrides")
-    return None if overrides is None else f"latentlab -m {overrides}"
+    if overrides is None:
+        return None
+    return "latentlab -m" + ("" if overrides == "(none)" else f" {overrides}")
 
 
 def latest_sweep(experiment: str, uri: str | None = None) -> str:
