@@ -97,10 +97,10 @@ def sweep_command(parent_run_id: str) -> str | None:
     run's tags), for a report to say how to make its runs again; None when not recorded."""
     import mlflow
 
-    overrides = mlflow.MlflowClient().get_run(parent_run_id).data.tags.get("sweep.overrides")
+    overrides = mlflow.MlflowClient().get_run(parent_run_id).data.tags.get(tracking.OVERRIDES_TAG)
     if overrides is None:
         return None
-    return "latentlab -m" + ("" if overrides == "(none)" else f" {overrides}")
+    return "latentlab -m" + ("" if overrides == tracking.NO_OVERRIDES else f" {overrides}")
 
 
 def latest_sweep(experiment: str, uri: str | None = None) -> str:

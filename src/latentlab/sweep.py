@@ -179,7 +179,7 @@ class MLflowSweep(Callback):
         self.experiment = tracking.experiment_for(config, self.task)
         self.parent_id = tracking.open_parent(
             self.experiment, name=f"sweep-{sweep_dir.name}", task=self.task,
-            tags={"sweep.overrides": " ".join(overrides) or "(none)", "sweep.dir": str(sweep_dir),
+            tags={tracking.OVERRIDES_TAG: " ".join(overrides) or tracking.NO_OVERRIDES, "sweep.dir": str(sweep_dir),
                   "sweep.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1]})
         self.sweep_dir = sweep_dir
         (sweep_dir / PARENT_FILE).write_text(self.parent_id + "\n")
@@ -225,7 +225,7 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     check_overrides(plain, list(hc.overrides.task))
     parent = None
-    tags = {"hydra.overrides": " ".join(hc.overrides.task) or "(none)"}
+    tags = {"hydra.overrides": " ".join(hc.overrides.task) or tracking.NO_OVERRIDES}
     if hc.mode == RunMode.MULTIRUN:
         parent_file = Path(hc.sweep.dir) / PARENT_FILE
         parent = parent_file.read_text().strip() if parent_file.exists() else None

@@ -25,6 +25,8 @@ from latentlab.errors import TrackingError
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 SWEEP_TAG = "latentlab.sweep"      # "parent" on a sweep's parent run
+OVERRIDES_TAG = "sweep.overrides"  # on a sweep's parent run: its overrides, as typed after `latentlab -m`
+NO_OVERRIDES = "(none)"            # an overrides tag's value when there were none
 
 
 def tracking_uri(root: str | Path | None = None) -> str:
