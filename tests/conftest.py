@@ -106,7 +106,7 @@ def small(tmp_path_factory, mirror, empty_store):
                                    "baselines": "baselines.npz", "selflabel": "selflabel.npz",
                                    "classifier": "classifier.pt", "raw_selflabel": "raw_selflabel.npz"}.items()}
         download(cfg, p["data"])
-        train(cfg, p["data"], p["model"], p["history"])
+        p["train_line"] = train(cfg, p["data"], p["model"], p["history"])  # its summary line
         embed(cfg, p["data"], p["model"], p["latents"])
         cluster(cfg, p["latents"], p["assignments"])
         baselines(cfg, p["data"], p["baselines"])

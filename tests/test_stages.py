@@ -83,8 +83,7 @@ def test_a_stalled_training_says_so(small, tmp_path):
     c = with_value(with_value(cfg, "optimizer.lr", 1e-7), "train.max_epochs", 1)
     line = train(c, p["data"], tmp_path / "m.pt", tmp_path / "h.csv")
     assert "STALLED: no better than outputting the mean sample" in line
-    healthy = train(cfg, p["data"], tmp_path / "m2.pt", tmp_path / "h2.csv")
-    assert "STALLED" not in healthy
+    assert "STALLED" not in p["train_line"]  # the same training at the configured rate
 
 
 def test_evaluate_tags_a_stalled_run_and_scores_label_free_in_one_space(small, tmp_path):
