@@ -36,7 +36,7 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
 
 
 def command(fm: dict, tag: str) -> str:
-    seeds = " ".join(str(r["seed"]) for r in fm["runs"])
+    seeds = " ".join(str(s) for s in sorted(r["seed"] for r in fm["runs"]))  # runs are in finishing order
     sets = "".join(f" --set {o}" for o in fm.get("overrides", []))
     jobs = f" --jobs {fm['jobs']}" if fm.get("jobs", 1) > 1 else ""
     # files written before "targets" was recorded: a run without anomaly scores stopped at evaluate
@@ -110,7 +110,7 @@ def main() -> None:
     seeds = [r["seed"] for r in runs]
     fm = {**files[0][2], "runs": runs}
     cfg = ", ".join(fm.get("overrides", [])) or "the default config (conf/, params.yaml)"
-    how = "; ".join(f"seeds {[r['seed'] for r in f['runs']]} at commit {f['commit']}"
+    how = "; ".join(f"seeds {sorted(r['seed'] for r in f['runs'])} at commit {f['commit']}"
                     + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
                        if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
     title = "# Results" + (f": {cfg}" if fm.get("overrides") else " of the default")
