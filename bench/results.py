@@ -36,7 +36,7 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
 
 
 def command(fm: dict, tag: str) -> str:
-    seeds = " ".join(str(s) for s in sorted(r["seed"] for r in fm["runs"]))  # runs are in finishing order
+    seeds = " ".join(str(r["seed"]) for r in fm["runs"])
     sets = "".join(f" --set {o}" for o in fm.get("overrides", []))
     jobs = f" --jobs {fm['jobs']}" if fm.get("jobs", 1) > 1 else ""
     # files written before "targets" was recorded: a run without anomaly scores stopped at evaluate
@@ -102,7 +102,9 @@ def main() -> None:
         path = RESULTS / f"full_mnist-{tag}.json"
         if not path.exists():
             raise SystemExit(f"{path} not found: run `{command({'runs': [{'seed': s} for s in (0, 1, 2)]}, tag)}` first")
-        files.append((tag, path, json.loads(path.read_text())))
+        fm = json.loads(path.read_text())
+        fm["runs"].sort(key=lambda r: r["seed"])  # written in the order the pipelines finished
+        files.append((tag, path, fm))
     overrides = {tuple(fm.get("overrides", [])) for _, _, fm in files}
     if len(overrides) > 1:
         raise SystemExit(f"the runs to merge differ in config: {sorted(overrides)}")
@@ -110,7 +112,7 @@ def main() -> None:
     seeds = [r["seed"] for r in runs]
     fm = {**files[0][2], "runs": runs}
     cfg = ", ".join(fm.get("overrides", [])) or "the default config (conf/, params.yaml)"
-    how = "; ".join(f"seeds {sorted(r['seed'] for r in f['runs'])} at commit {f['commit']}"
+    how = "; ".join(f"seeds {[r['seed'] for r in f['runs']]} at commit {f['commit']}"
                     + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
                        if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
     title = "# Results" + (f": {cfg}" if fm.get("overrides") else " of the default")

@@ -84,7 +84,7 @@ def small(tmp_path_factory, mirror, empty_store):
     """One small real run shared by the in-process stage tests: 1,500 + 500 MNIST images
     prepared, a tiny autoencoder trained (3 epochs), latents, cluster and baseline
     assignments, both self-labellings, in a session folder. Tests read these files and
-    write their own."""
+    write their own; ``train_line`` is the training's summary line."""
     from omegaconf import OmegaConf
 
     from latentlab.config import compose

@@ -23,8 +23,6 @@ from latentlab.choices import ALGORITHMS, ASSIGN_REST, MANIFOLDS, SELECT_K, chec
 from latentlab.errors import ConfigError
 
 
-
-
 def exact_neighbors(x: np.ndarray, k: int, rows: int = 512, cols: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows of x (N, D), itself among them (distance 0): indices
     (N, k) int64 and euclidean distances (N, k) float32, nearest first; exact.
