@@ -87,9 +87,11 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[
         compose_params(repo, [*seeded, *extra])
         out, seconds = dvc(repo, "repro", *targets)
         print(out)
-        run["metrics"][name] = json.loads((repo / "outputs/evaluate/metrics.json").read_text())[M.FINAL]
+        every = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+        run["metrics"][name] = every[M.FINAL]
+        # every method's scores too: the variant re-runs the raw twin's self-labelling with it
         run.setdefault("variants", {})[name] = {"overrides": extra, "seconds": seconds,
-                                                "stages": _stages(out)}
+                                                "stages": _stages(out), "metrics": every}
     if change:
         # A cheap re-run: only these parameters change; which stages does DVC re-run, how long?
         compose_params(repo, [*seeded, *change])

@@ -102,31 +102,39 @@ def test_anomaly_settings_are_checked_before_any_work(overrides, message):
     assert message in str(err.value)
 
 
-def test_the_anomaly_branch_keeps_its_own_bottleneck():
+def test_the_anomaly_branch_keeps_its_own_autoencoder_and_bottleneck():
     from latentlab.config import task_model
 
-    cfg = compose(["model.latent_dim=32"])
-    assert task_model(cfg, "cluster")["latent_dim"] == 32
-    assert task_model(cfg, "anomaly") == {**cfg.model, "latent_dim": cfg.anomaly.latent_dim}
-    none = compose(["model.latent_dim=32", "anomaly.latent_dim=null"])
+    cfg = compose(["model.latent_dim=16"])
+    assert task_model(cfg, "cluster") == cfg.model and cfg.model._target_.endswith("ConvAutoencoder")
+    # its own architecture (dense by default, whatever the clustering trains) and bottleneck
+    assert task_model(cfg, "anomaly") == {**cfg.anomaly.model, "latent_dim": cfg.anomaly.latent_dim}
+    assert task_model(cfg, "anomaly")["_target_"].endswith("MLPAutoencoder")
+    none = compose(["anomaly.model.latent_dim=24", "anomaly.latent_dim=null"])
     validate(none)
-    assert task_model(none, "anomaly")["latent_dim"] == 32  # null: the model's
+    assert task_model(none, "anomaly")["latent_dim"] == 24  # null: its model's
+    conv = compose(["model@anomaly.model=conv", "anomaly.model.channels=[8,16]"])
+    validate(conv)
+    assert task_model(conv, "anomaly")["channels"] == [8, 16] and task_model(conv, "cluster")["channels"] != [8, 16]
 
 
-@pytest.mark.parametrize("override", ["model.latent_dim=5", "++model.latent_dim=5"])
-def test_an_override_the_anomaly_task_would_ignore_is_refused(override):
+@pytest.mark.parametrize(("override", "says"), [
+    ("model.latent_dim=5", "the anomaly branch trains anomaly.latent_dim=10"),
+    ("++model.latent_dim=5", "the anomaly branch trains anomaly.latent_dim=10"),
+    ("model=conv", "the anomaly branch trains its own anomaly.model (mlp); override model@anomaly.model=conv instead"),
+    ("model.channels=[8,16]", "the anomaly branch trains its own anomaly.model (mlp); override anomaly.model.channels instead"),
+])
+def test_an_override_the_anomaly_task_would_ignore_is_refused(override, says):
     from latentlab.config import check_overrides
 
     cfg = compose(["task=anomaly", override])
     with pytest.raises(ConfigError) as err:
         check_overrides(cfg, ["task=anomaly", override])
-    assert (f"{override} has no effect under task=anomaly: the anomaly branch trains anomaly.latent_dim=10"
-            in str(err.value))
-    # Where it does reach the model, or the task does not read anomaly.latent_dim, it passes.
-    check_overrides(compose(["task=anomaly", override, "anomaly.latent_dim=null"]),
-                    ["task=anomaly", override, "anomaly.latent_dim=null"])
+    assert f"{override} has no effect under task=anomaly: {says}" in str(err.value)
+    # Under the clustering task it reaches the model; the anomaly branch's own keys pass.
     check_overrides(compose([override]), [override])
-    check_overrides(cfg, ["task=anomaly", "anomaly.latent_dim=5", "model.hidden=[64]"])
+    check_overrides(cfg, ["task=anomaly", "anomaly.latent_dim=5", "anomaly.model.hidden=[64]",
+                          "model@anomaly.model=conv"])
 
 
 def test_both_anomaly_protocols_compose():

@@ -8,6 +8,9 @@ from latentlab import models, training
 from latentlab.models import ConvAutoencoder, MLPAutoencoder
 
 
+MLP = {"_target_": "latentlab.models.MLPAutoencoder", "activation": "relu", "input_dropout": 0.2}
+
+
 @pytest.mark.parametrize("cls, kw", [(MLPAutoencoder, {"hidden": (64, 32)}),
                                      (ConvAutoencoder, {"channels": (8, 16, 32)}),
                                      (ConvAutoencoder, {"channels": (8, 16), "decoder_hidden": (40,),
@@ -26,7 +29,7 @@ def test_fit_save_load_encode_round_trip(tmp_path, tiny_cfg):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(300, 1, 8, 8), dtype=np.uint8)
     t = tiny_cfg["train"]
-    model = {**tiny_cfg["model"], "hidden": [32, 16], "latent_dim": 3}
+    model = {**MLP, "hidden": [32, 16], "latent_dim": 3}
     result = training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
                           batch_size=64, max_epochs=2, val_fraction=0.2, patience=2,
                           min_delta=t["min_delta"], seed=0, workdir=tmp_path)
@@ -44,7 +47,7 @@ def test_fit_save_load_encode_round_trip(tmp_path, tiny_cfg):
 
 def test_training_is_deterministic(tmp_path, tiny_cfg):
     x = np.random.default_rng(1).integers(0, 256, size=(200, 1, 8, 8), dtype=np.uint8)
-    model = {**tiny_cfg["model"], "hidden": [16], "latent_dim": 2}
+    model = {**MLP, "hidden": [16], "latent_dim": 2}
     runs = [training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
                          batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
                          seed=3, workdir=tmp_path).history for _ in range(2)]
@@ -68,7 +71,7 @@ def test_random_affine_moves_each_image_independently():
 
 def test_augmented_training_runs_and_is_deterministic(tmp_path, tiny_cfg):
     x = np.random.default_rng(1).integers(0, 256, size=(200, 1, 8, 8), dtype=np.uint8)
-    model = {**tiny_cfg["model"], "hidden": [16], "latent_dim": 2}
+    model = {**MLP, "hidden": [16], "latent_dim": 2}
     runs = [training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
                          batch_size=50, max_epochs=2, val_fraction=0.2, patience=2, min_delta=0.0,
                          augment={"degrees": 10.0, "translate": 0.1}, seed=3, workdir=tmp_path).history
@@ -88,7 +91,7 @@ def test_augmented_training_reconstructs_the_chosen_target(arch, target, reconst
     for a conv autoencoder, the shifted copy for the MLP."""
     from latentlab.models import random_affine
 
-    model = ({**tiny_cfg["model"], "hidden": [16], "latent_dim": 2} if arch == "mlp" else
+    model = ({**MLP, "hidden": [16], "latent_dim": 2} if arch == "mlp" else
              {"_target_": "latentlab.models.ConvAutoencoder", "latent_dim": 2, "channels": [4]})
     aug = {"degrees": 20.0, "translate": 0.2, "target": target}
     lit = training.LitAutoencoder(model, tiny_cfg["optimizer"], (1, 8, 8), augment=aug)

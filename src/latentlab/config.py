@@ -199,6 +199,7 @@ def _validate_anomaly(cfg, dataset: str) -> None:
         _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "anomaly.draws", 1, 1000)
     _int(cfg, "anomaly.max_epochs", 1)
+    _validate_model(cfg, "anomaly.model", dataset)
     _int(cfg, "anomaly.latent_dim", 1, optional=True)
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
@@ -239,6 +240,29 @@ def _validate_manifold(cfg) -> None:
         raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")
 
 
+def _validate_model(cfg, key: str, dataset: str | None) -> int:
+    """An autoencoder section (``model``, or the anomaly branch's ``anomaly.model``), checked
+    against ``dataset`` (None: not at all); its latent_dim."""
+    group = "model" if key == "model" else f"model@{key}"  # the Hydra override that picks it
+    target = _get(cfg, f"{key}._target_")
+    if target not in MODELS:
+        raise ConfigError(f"{key}._target_ must be one of {list(MODELS)} ({group}=mlp or {group}=conv), "
+                          f"got {target!r}")
+    latent = _int(cfg, f"{key}.latent_dim", 1)
+    _float(cfg, f"{key}.input_dropout", 0.0, 0.95)
+    if MODELS[target] == "mlp":
+        _int_list(cfg, f"{key}.hidden")
+    else:
+        _int_list(cfg, f"{key}.channels")
+        if _get(cfg, f"{key}.decoder_hidden") is not None:
+            _int_list(cfg, f"{key}.decoder_hidden")
+        if dataset == "table":
+            raise ConfigError(f"{group}=conv needs images, but data.name=table gives feature vectors; "
+                              f"use {group}=mlp")
+    _choice(cfg, f"{key}.activation", ACTIVATIONS)
+    return latent
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError naming the first invalid key and its value."""
     if isinstance(cfg, DictConfig):
@@ -254,21 +278,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _float(cfg, "data.test_fraction", 0.0, 0.9, lo_open=True)
     _int(cfg, "data.split_seed", 0)
 
-    target = _get(cfg, "model._target_")
-    if target not in MODELS:
-        raise ConfigError(f"model._target_ must be one of {list(MODELS)} (model=mlp or model=conv), "
-                          f"got {target!r}")
-    latent = _int(cfg, "model.latent_dim", 1)
-    _float(cfg, "model.input_dropout", 0.0, 0.95)
-    if MODELS[target] == "mlp":
-        _int_list(cfg, "model.hidden")
-    else:
-        _int_list(cfg, "model.channels")
-        if _get(cfg, "model.decoder_hidden") is not None:
-            _int_list(cfg, "model.decoder_hidden")
-        if name == "table":
-            raise ConfigError("model=conv needs images, but data.name=table gives feature vectors; use model=mlp")
-    _choice(cfg, "model.activation", ACTIVATIONS)
+    # `latentlab task=anomaly` never builds `model` (the anomaly branch has its own): its
+    # architecture need not suit the data there
+    latent = _validate_model(cfg, "model", name if _get(cfg, "task") != "anomaly" else None)
 
     _choice(cfg, "optimizer._target_", OPTIMIZERS)
     _float(cfg, "optimizer.lr", 0.0, 10.0, lo_open=True)
@@ -328,18 +340,24 @@ def validate(cfg: Mapping[str, Any]) -> None:
 def check_overrides(cfg: Mapping[str, Any], overrides: list[str]) -> None:
     """Refuse command-line overrides that the run's task would silently ignore.
 
-    Under ``task=anomaly`` the autoencoder's bottleneck is ``anomaly.latent_dim`` (see
-    ``task_model``): a ``model.latent_dim=5,10,20`` sweep would train the same model
-    three times and look like a finding.
+    Under ``task=anomaly`` the autoencoder is ``anomaly.model`` with the bottleneck
+    ``anomaly.latent_dim`` (see ``task_model``), never ``model``: a ``model=conv`` or
+    ``model.latent_dim=5,10,20`` sweep would train the same model each time and look like a finding.
     """
-    own = cfg.get("anomaly", {}).get("latent_dim")
-    if cfg.get("task") != "anomaly" or own is None:
+    if cfg.get("task") != "anomaly":
         return
+    arch = MODELS.get(cfg["anomaly"]["model"]["_target_"], "?")
+    own = cfg["anomaly"].get("latent_dim")
     for o in overrides:
-        if o.lstrip("+~").split("=", 1)[0] == "model.latent_dim":
-            raise ConfigError(f"{o} has no effect under task=anomaly: the anomaly branch trains "
-                              f"anomaly.latent_dim={own}; override anomaly.latent_dim instead "
-                              f"(null: follow model.latent_dim)")
+        key = o.lstrip("+~").split("=", 1)[0]
+        if key == "model" or key.startswith("model."):
+            if key == "model.latent_dim" and own is not None:
+                hint = (f"anomaly.latent_dim={own}; override anomaly.latent_dim instead (null: follow "
+                        f"anomaly.model.latent_dim)")
+            else:
+                instead = f"model@anomaly.model={o.split('=', 1)[-1]}" if key == "model" else f"anomaly.{key}"
+                hint = f"its own anomaly.model ({arch}); override {instead} instead"
+            raise ConfigError(f"{o} has no effect under task=anomaly: the anomaly branch trains {hint}")
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> set[str]:
@@ -385,13 +403,15 @@ def check_keys(overrides: list[str], config_dir: str | Path = CONF_DIR) -> None:
 
 
 def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The autoencoder config a task trains. The anomaly branch keeps its own bottleneck
-    (``anomaly.latent_dim``; null = ``model.latent_dim``): a tight one is its signal, since
-    unfamiliar images then reconstruct badly, where clustering wants room for neighbourhoods."""
-    model = dict(cfg["model"])
-    own = cfg.get("anomaly", {}).get("latent_dim") if task == "anomaly" else None
-    if own is not None:
-        model["latent_dim"] = own
+    """The autoencoder config a task trains: ``model`` for clustering; for the anomaly branch
+    its own ``anomaly.model`` with its own bottleneck (``anomaly.latent_dim``; null = that
+    model's latent_dim). A tight one is its signal, since unfamiliar images then reconstruct
+    badly, where clustering wants room for neighbourhoods."""
+    if task != "anomaly":
+        return dict(cfg["model"])
+    model = dict(cfg["anomaly"]["model"])
+    if cfg["anomaly"].get("latent_dim") is not None:
+        model["latent_dim"] = cfg["anomaly"]["latent_dim"]
     return model
 
 

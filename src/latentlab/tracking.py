@@ -70,14 +70,15 @@ def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     params = {k: v for k, v in cfg.items() if k not in ("task", *TASK_SECTIONS[task])}
     if task == "anomaly" and isinstance(params.get("train"), Mapping):
         params["train"] = {k: v for k, v in params["train"].items() if k != "augment"}
-    if isinstance(params.get("model"), Mapping):  # the model the run trained (anomaly.latent_dim)
+    if isinstance(params.get("model"), Mapping):  # the model the run trained (anomaly.model, anomaly.latent_dim)
         params["model"] = task_model(cfg, task)
     return params
 
 
 def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
-    arch = cfg["model"]["_target_"].rsplit(".", 1)[-1].removesuffix("Autoencoder").lower()
-    name = f"{cfg['data']['name']}-{arch}-d{task_model(cfg, task)['latent_dim']}"
+    model = task_model(cfg, task)  # the anomaly branch trains its own
+    arch = model["_target_"].rsplit(".", 1)[-1].removesuffix("Autoencoder").lower()
+    name = f"{cfg['data']['name']}-{arch}-d{model['latent_dim']}"
     if task == "anomaly":
         a = cfg["anomaly"]
         if a["protocol"] == "unsupervised":

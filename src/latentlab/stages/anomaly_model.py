@@ -14,10 +14,10 @@ from latentlab.stages.common import main
 
 
 def anomaly_model(cfg: Mapping[str, Any], out: Path) -> str:
-    """Write the anomaly branch's ``model`` section to ``out``: ``model`` with the bottleneck
-    ``anomaly.latent_dim`` pins (null: ``model.latent_dim``). The branch's training reads
-    its model from this file, and DVC its params: a ``model.latent_dim`` sweep for
-    clustering leaves the file, and so the anomaly training, as they were."""
+    """Write the anomaly branch's ``model`` section to ``out``: ``anomaly.model`` with the
+    bottleneck ``anomaly.latent_dim`` pins (null: ``anomaly.model.latent_dim``). The branch's
+    training reads its model from this file, and DVC its params: a ``model=...`` or
+    ``model.latent_dim`` sweep for clustering leaves the file, and so the anomaly training, as they were."""
     model = task_model(cfg, "anomaly")
     write_text(out, yaml.safe_dump({"model": model}, sort_keys=False))
     arch = model["_target_"].rsplit(".", 1)[-1]
