@@ -35,9 +35,17 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
     return f"{sum(values) / len(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
 
 
+def overrides(fm: dict) -> list[str]:
+    """The runs' config as overrides of today's conf/. "was", added by hand to the JSON of runs
+    made before a change of the defaults ({"overrides": [...], "until": commit}), replaces the
+    overrides they were run with, so that the page names their config and its command still
+    reproduces it."""
+    return fm["was"]["overrides"] if "was" in fm else fm.get("overrides", [])
+
+
 def command(fm: dict, tag: str) -> str:
     seeds = " ".join(str(r["seed"]) for r in fm["runs"])
-    sets = "".join(f" --set {o}" for o in fm.get("overrides", []))
+    sets = "".join(f" --set {o}" for o in overrides(fm))
     jobs = f" --jobs {fm['jobs']}" if fm.get("jobs", 1) > 1 else ""
     # files written before "targets" was recorded: a run without anomaly scores stopped at evaluate
     targets = fm.get("targets", ["evaluate"] if not any(r.get("anomaly_metrics") for r in fm["runs"]) else [])
@@ -105,17 +113,19 @@ def main() -> None:
         fm = json.loads(path.read_text())
         fm["runs"].sort(key=lambda r: r["seed"])  # written in the order the pipelines finished
         files.append((tag, path, fm))
-    overrides = {tuple(fm.get("overrides", [])) for _, _, fm in files}
-    if len(overrides) > 1:
-        raise SystemExit(f"the runs to merge differ in config: {sorted(overrides)}")
+    configs = {tuple(overrides(fm)) for _, _, fm in files}
+    if len(configs) > 1:
+        raise SystemExit(f"the runs to merge differ in config: {sorted(configs)}")
     runs = sorted((r for _, _, fm in files for r in fm["runs"]), key=lambda r: r["seed"])
     seeds = [r["seed"] for r in runs]
     fm = {**files[0][2], "runs": runs}
-    cfg = ", ".join(fm.get("overrides", [])) or "the default config (conf/, params.yaml)"
+    cfg = ", ".join(overrides(fm)) or "the default config (conf/, params.yaml)"
+    if "was" in fm:
+        cfg += f" (in terms of today's conf/: the runs predate {fm['was']['until']}, which changed the defaults)"
     how = "; ".join(f"seeds {[r['seed'] for r in f['runs']]} at commit {f['commit']}"
                     + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
                        if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
-    title = "# Results" + (f": {cfg}" if fm.get("overrides") else " of the default")
+    title = "# Results" + (f": {', '.join(overrides(fm))}" if overrides(fm) else " of the default")
     doc = [title, "",
            "Written by bench/results.py from "
            + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
@@ -139,9 +149,9 @@ def main() -> None:
     timed, timing = runs, []
     if a.times:  # stage times from a run alone: side-by-side seeds share the cores
         tfm = json.loads((RESULTS / f"full_mnist-{a.times}.json").read_text())
-        if tfm.get("overrides", []) != fm.get("overrides", []) or tfm.get("jobs", 1) > 1:
-            raise SystemExit(f"--times {a.times}: its config {tfm.get('overrides', [])} (jobs {tfm.get('jobs', 1)}) "
-                             f"is not {fm.get('overrides', [])} run alone")
+        if overrides(tfm) != overrides(fm) or tfm.get("jobs", 1) > 1:
+            raise SystemExit(f"--times {a.times}: its config {overrides(tfm)} (jobs {tfm.get('jobs', 1)}) "
+                             f"is not {overrides(fm)} run alone")
         timed = tfm["runs"]
         timing = [f"Timed apart from the scores above: one pipeline alone, at commit {tfm['commit']}:", "",
                   "```bash", command(tfm, a.times), "```", ""]
