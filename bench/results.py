@@ -7,7 +7,7 @@ command and config that produced them. The README's table between its `results` 
 is rewritten from the same file (no commit or date there; docs/results.md has them).
 
     uv run --frozen python bench/results.py               # the default's 3 seeds (tag default)
-    uv run --frozen python bench/results.py --tag best --out docs/results-best.md --no-readme
+    uv run --frozen python bench/results.py --tag conv --times conv-alone --out docs/results-conv.md --no-readme
 """
 
 from __future__ import annotations
