@@ -9,7 +9,7 @@ is computed from it, beside a raw-pixel baseline (LOF on a 50-component PCA, the
 reference's strong case). Writes bench/results/anomaly-<tag>.json and a Markdown table.
 
     uv run --frozen python bench/anomaly.py                      # default config
-    uv run --frozen python bench/anomaly.py --tag conv model=conv anomaly.latent_dim=16
+    uv run --frozen python bench/anomaly.py --tag conv model@anomaly.model=conv anomaly.latent_dim=16
     uv run --frozen python bench/anomaly.py --sets 0-6 --seeds 0 1 2
 """
 
@@ -148,7 +148,7 @@ def figure(rows: list[dict], scores: list[str], path: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/ (e.g. model=conv)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/ (e.g. model@anomaly.model=conv)")
     p.add_argument("--sets", nargs="+", default=[str(d) for d in range(10)] + ["0-6"],
                    help="normal sets: a digit, a range 0-6, or a list 1,7 (default: each digit, then 0-6)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
