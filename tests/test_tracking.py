@@ -26,6 +26,21 @@ def test_flatten_keeps_lists_whole():
     assert flat == {"model.latent_dim": "10", "model.hidden": "[500, 2000]", "seed": "0", "x": "None"}
 
 
+def test_an_anomaly_run_logs_the_model_it_trained_once():
+    from omegaconf import OmegaConf
+
+    from latentlab.config import compose
+
+    cfg = OmegaConf.to_container(compose(["task=anomaly", "anomaly.latent_dim=7"]), resolve=True)
+    flat = tracking.flatten(tracking.task_params(cfg, "anomaly"))
+    assert flat["model.latent_dim"] == "7" == flat["anomaly.latent_dim"]
+    assert flat["model._target_"] == cfg["anomaly"]["model"]["_target_"] != cfg["model"]["_target_"]
+    # not twice (anomaly.model.latent_dim would say 32), and no section only the clustering reads
+    assert not [k for k in flat if k.startswith(("anomaly.model.", "finetune.", "cluster.", "baselines."))]
+    cluster = tracking.flatten(tracking.task_params(cfg, "cluster"))
+    assert cluster["model._target_"] == cfg["model"]["_target_"] and not any(k.startswith("anomaly.") for k in cluster)
+
+
 def test_git_dirty_ignores_what_dvc_itself_rewrites(tmp_path):
     import subprocess
 

@@ -58,7 +58,7 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
 
 # Each task logs to its own experiment, with only the config sections it reads: a
 # clustering run's params never show stale anomaly settings, and vice versa.
-TASK_SECTIONS = {"cluster": ("anomaly",), "anomaly": ("protocol", "cluster", "baselines", "evaluate")}
+TASK_SECTIONS = {"cluster": ("anomaly",), "anomaly": ("protocol", "cluster", "finetune", "baselines", "evaluate")}
 
 
 def experiment_for(cfg: Mapping[str, Any], task: str) -> str:
@@ -72,6 +72,9 @@ def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
         params["train"] = {k: v for k, v in params["train"].items() if k != "augment"}
     if isinstance(params.get("model"), Mapping):  # the model the run trained (anomaly.model, anomaly.latent_dim)
         params["model"] = task_model(cfg, task)
+    if task == "anomaly" and isinstance(params.get("anomaly"), Mapping):
+        # logged once, as model.*: anomaly.model.latent_dim would contradict the bottleneck it trained
+        params["anomaly"] = {k: v for k, v in params["anomaly"].items() if k != "model"}
     return params
 
 
