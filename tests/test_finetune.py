@@ -93,6 +93,34 @@ def test_saved_classifier_reloads_to_the_same_predictions(noisy_digits, tmp_path
         ft.load(tmp_path / "none.pt")
 
 
+def test_relabelling_over_views_is_their_seeded_mean_and_the_checkpoint_repeats_it(noisy_digits, tmp_path):
+    x = noisy_digits[0]
+    result = _run(noisy_digits, epochs=1, views=4)
+    aug = {"degrees": 10.0, "translate": 0.1}
+    assert result.relabel == {"views": 4, "augment": aug, "seed": 0}
+    net = result.net
+    plain = ft.predict_proba(net, x)
+    four = ft.predict_proba(net, x, views=4, augment=aug, seed=0)
+    np.testing.assert_allclose(four.sum(1), 1.0, rtol=1e-5)
+    assert not np.allclose(four, plain)  # the augmented views count
+    # seeded and the global RNG untouched; the same mean whatever the batch size
+    torch.manual_seed(1)
+    before = torch.rand(1)
+    torch.manual_seed(1)
+    np.testing.assert_allclose(ft.predict_proba(net, x, batch_size=333, views=4, augment=aug, seed=0), four, atol=1e-6)
+    assert torch.rand(1) == before
+    # views=1, or no augmentation: the images alone
+    np.testing.assert_array_equal(ft.predict_proba(net, x, views=1, augment=aug), plain)
+    np.testing.assert_array_equal(ft.predict_proba(net, x, views=4, augment={"degrees": 0.0, "translate": 0.0}),
+                                  plain)
+    # `latentlab predict` relabels new images as the last round did
+    ft.save(result, tmp_path / "clf.pt", model=MODEL, input_shape=(1, 28, 28))
+    args = ft.relabel_args(tmp_path / "clf.pt")
+    assert args == result.relabel
+    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "clf.pt"), x, **args).argmax(1),
+                                  ft.predict_proba(net, x, **result.relabel).argmax(1))
+
+
 def test_match_renames_cluster_ids_one_to_one():
     a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2

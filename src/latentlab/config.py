@@ -321,6 +321,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "finetune.neighbors", 1, 1000)
     _float(cfg, "finetune.lr", 0.0, 10.0, lo_open=True)
     _int(cfg, "finetune.batch_size", 1)
+    _int(cfg, "finetune.views", 1, 64)
     _float(cfg, "finetune.augment.degrees", 0.0, 180.0)
     _float(cfg, "finetune.augment.translate", 0.0, 0.5)
     # A file dataset's dimension is known only once it is read: PCA is clipped to it there.

@@ -104,7 +104,7 @@ def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, 
     info = json.loads(Path(summary).read_text())
     x, ids = _read_like_training(cfg, meta, Path(input_path))
     z, mse = models.encode(models.load(model), x, desc="encoding")
-    clusters = finetune.predict_proba(finetune.load(classifier), x).argmax(1)
+    clusters = finetune.predict_proba(finetune.load(classifier), x, **finetune.relabel_args(classifier)).argmax(1)
     df = table(ids, clusters, z, mse, info["threshold"])
     write(df, Path(out))
     return (f"wrote {out}: {len(df)} rows, {df['cluster'].nunique()} clusters, "

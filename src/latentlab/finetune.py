@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from latentlab.config import check_cnn_fits
 from latentlab.errors import ConfigError
 from latentlab.files import atomic
-from latentlab.models import Autoencoder, is_images, random_affine, to_float
+from latentlab.models import Autoencoder, affine, draw_affine, is_images, random_affine, to_float
 
 
 def agreement(labels: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
@@ -179,12 +179,30 @@ def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """uint8 images (N, C, H, W) -> class probabilities (N, k) float32."""
+def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048, *, views: int = 1,
+                  augment: Mapping[str, float] | None = None, seed: int = 0) -> np.ndarray:
+    """uint8 images (N, C, H, W) or vectors (N, D) -> class probabilities (N, k) float32.
+
+    ``views`` > 1 (images only): the mean over the images themselves and ``views`` - 1
+    copies randomly rotated / shifted by ``augment`` (the training augmentation; seeded by
+    ``seed``, per image whatever the batching, the global RNG untouched). A label guessed from several views of an image, as
+    MixMatch guesses its pseudo-labels, does not hang on one border-line rendering."""
     net.eval()
-    out = [torch.softmax(net(to_float(torch.from_numpy(x[i:i + batch_size]))), 1).numpy()
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+
+    def proba(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net(batch), 1)
+
+    total = np.concatenate([proba(to_float(torch.from_numpy(x[i:i + batch_size]))).numpy()
+                            for i in range(0, len(x), batch_size)]).astype(np.float64)
+    if views > 1 and x.ndim == 4 and augment and (augment["degrees"] > 0 or augment["translate"] > 0):
+        gen = torch.Generator().manual_seed(seed)  # each image's views, whatever the batching
+        for _ in range(views - 1):
+            angle, shift = draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen)
+            total += np.concatenate([proba(affine(to_float(torch.from_numpy(x[i:i + batch_size])),
+                                                  angle[i:i + batch_size], shift[i:i + batch_size])).numpy()
+                                     for i in range(0, len(x), batch_size)])
+        total /= views
+    return total.astype(np.float32)
 
 
 @dataclass
@@ -193,6 +211,7 @@ class SelfLabelResult:
     labels: np.ndarray            # (N,) final assignments of the images it was given
     confidence: np.ndarray        # (N,)
     rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: n_used, changed, loss
+    relabel: dict[str, Any] = field(default_factory=dict)  # predict_proba's views, augment, seed for new images
 
 
 def encoder_classifier(ae: Autoencoder, latent_dim: int, k: int, seed: int, decoder: bool = False) -> Classifier:
@@ -212,11 +231,20 @@ def fresh_classifier(input_shape: tuple[int, ...], k: int, seed: int, channels: 
     return MLPNet(int(math.prod(input_shape)), k)
 
 
+def recipe(f: Mapping[str, Any]) -> dict[str, Any]:
+    """``self_label``'s keyword arguments from the ``finetune`` config section that the
+    autoencoder method and its raw twin share (the twin has no decoder: no recon_weight)."""
+    keys = ("rounds", "epochs", "fraction", "lr", "batch_size", "augment", "label_smoothing", "lr_schedule",
+            "min_steps", "views")
+    return {key: f[key] for key in keys}
+
+
 def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np.ndarray, *, k: int,
                rounds: int, epochs: int, fraction: float, lr: float, batch_size: int,
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0) -> SelfLabelResult:
+               lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0,
+               views: int = 1) -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
     reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
 
@@ -227,12 +255,14 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     probability. A round lasts ``epochs`` or ``min_steps`` optimizer steps, whichever is
     longer: on a small dataset a few epochs are a handful of steps. ``recon_weight`` > 0
     with a ``Classifier`` that carries its decoder adds that weight x the reconstruction MSE
-    of the augmented input to the loss; the decoder is dropped at the end.
+    of the augmented input to the loss; the decoder is dropped at the end. Each relabelling
+    averages the classifier over ``views`` views of every image (``predict_proba``).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
         raise ConfigError(f"{len(x)} images but {len(labels)} cluster assignments: re-run the cluster stage")
-    result = SelfLabelResult(net=None, labels=labels, confidence=np.ones(len(x), dtype=np.float32))
+    result = SelfLabelResult(net=None, labels=labels, confidence=np.ones(len(x), dtype=np.float32),
+                             relabel={"views": views, "augment": dict(augment), "seed": seed})
     if rounds == 0:
         return result
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -251,7 +281,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                        devices=1, **trainer_args)
         net.train()  # Lightning keeps a module's mode: a loaded encoder, or the last round's net, is in eval mode
         t.fit(lit, dl)
-        proba = predict_proba(net, x)
+        proba = predict_proba(net, x, views=views, augment=augment, seed=seed + r)
         new = proba.argmax(1).astype(np.int64)
         result.rounds.append({"round": r, "n_used": int(len(idx)), "epochs": n_epochs,
                               "changed": int((new != result.labels).sum()),
@@ -272,7 +302,7 @@ def save(result: SelfLabelResult, path: str | Path, model: Mapping[str, Any] | N
     that says there is no classifier."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {"rounds": result.rounds, "state_dict": None}
+    payload: dict[str, Any] = {"rounds": result.rounds, "relabel": result.relabel, "state_dict": None}
     if isinstance(result.net, ConvNet):
         payload.update(classifier="conv", input_shape=list(result.net.input_shape), k=result.net.k,
                        channels=list(result.net.channels), state_dict=result.net.state_dict())
@@ -287,6 +317,12 @@ def save(result: SelfLabelResult, path: str | Path, model: Mapping[str, Any] | N
                        state_dict=result.net.state_dict())
     with atomic(path) as tmp:
         torch.save(payload, tmp)
+
+
+def relabel_args(path: str | Path) -> dict[str, Any]:
+    """How the saved classifier relabels images (``predict_proba``'s views, augment, seed);
+    one view for checkpoints written before finetune.views existed."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("relabel") or {"views": 1}
 
 
 def load(path: str | Path) -> nn.Module:

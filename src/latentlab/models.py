@@ -163,10 +163,22 @@ def random_affine(x: torch.Tensor, degrees: float, translate: float) -> torch.Te
     """Each image of x (N, C, H, W) rotated by up to ``degrees`` and shifted by up to
     ``translate`` of its size, independently (torchvision's RandomAffine draws one
     transform per call, i.e. per batch). Uses the global torch RNG, seeded by Lightning."""
-    n = len(x)
-    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+    angle, shift = draw_affine(len(x), degrees, translate, device=x.device)
+    return affine(x, angle, shift)
+
+
+def draw_affine(n: int, degrees: float, translate: float, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """n random rotations (radians, (n,)) of up to ``degrees`` and shifts ((n, 2), in
+    affine_grid's [-1, 1] coordinates) of up to ``translate`` of the image size."""
+    angle = (torch.rand(n, generator=generator, device=device) * 2 - 1) * math.radians(degrees)
     # affine_grid works in [-1, 1] coordinates: a shift of f of the size is 2f there.
-    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * 2 * translate
+    shift = (torch.rand(n, 2, generator=generator, device=device) * 2 - 1) * 2 * translate
+    return angle, shift
+
+
+def affine(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each image of x (N, C, H, W) rotated by angle[i] and shifted by shift[i] (``draw_affine``)."""
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)

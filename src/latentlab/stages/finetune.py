@@ -37,11 +37,8 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
         neighbors = exact_neighbors(z_fit, min(f["neighbors"], len(z_fit) - 1) + 1)[0][:, 1:]
     ae = models.load(model)
     net = ft.encoder_classifier(ae, cfg["model"]["latent_dim"], k, seed=cfg["seed"], decoder=f["recon_weight"] > 0)
-    result = ft.self_label(net, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=k,
-                           rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
-                           batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
-                           trainer=cfg["trainer"], label_smoothing=f["label_smoothing"],
-                           lr_schedule=f["lr_schedule"], min_steps=f["min_steps"], recon_weight=f["recon_weight"])
+    result = ft.self_label(net, x_fit, fit_labels, fit_typical, neighbors=neighbors, k=k, seed=cfg["seed"],
+                           trainer=cfg["trainer"], recon_weight=f["recon_weight"], **ft.recipe(f))
     labels = relabel(result, x_score, score_labels)
     ft.save(result, classifier_out, model=cfg["model"], input_shape=x_fit.shape[1:])
     save_npz(out, **{M.AUTOENCODER_SELFLABEL: labels})
@@ -55,7 +52,7 @@ def relabel(result: ft.SelfLabelResult, x_score: np.ndarray | None, unchanged: n
         return unchanged
     if x_score is None:
         return result.labels
-    return ft.predict_proba(result.net, x_score).argmax(1).astype(np.int64)
+    return ft.predict_proba(result.net, x_score, **result.relabel).argmax(1).astype(np.int64)
 
 
 def summary(result: ft.SelfLabelResult, n: int) -> str:

@@ -41,10 +41,7 @@ def raw_selflabel(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path
         neighbors = exact_neighbors(feats, min(f["neighbors"], len(feats) - 1) + 1)[0][:, 1:]
     net = ft.fresh_classifier(tuple(x_fit.shape[1:]), k, seed=cfg["seed"], channels=f["channels"])
     result = ft.self_label(net, x_fit, fit_labels, np.zeros(len(fit_labels), np.float32), neighbors=neighbors,
-                           k=k, rounds=f["rounds"], epochs=f["epochs"], fraction=f["fraction"], lr=f["lr"],
-                           batch_size=f["batch_size"], augment=f["augment"], seed=cfg["seed"],
-                           trainer=cfg["trainer"], label_smoothing=f["label_smoothing"],
-                           lr_schedule=f["lr_schedule"], min_steps=f["min_steps"])
+                           k=k, seed=cfg["seed"], trainer=cfg["trainer"], **ft.recipe(f))
     labels = relabel(result, x_score, score_labels)
     save_npz(out, **{M.RAW_UMAP_SELFLABEL: labels})
     return f"wrote {out}: {summary(result, len(labels))}"
