@@ -117,8 +117,10 @@ def test_relabelling_over_views_is_their_seeded_mean_and_the_checkpoint_repeats_
     ft.save(result, tmp_path / "clf.pt", model=MODEL, input_shape=(1, 28, 28))
     args = ft.relabel_args(tmp_path / "clf.pt")
     assert args == result.relabel
-    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "clf.pt"), x, **args).argmax(1),
-                                  ft.predict_proba(net, x, **result.relabel).argmax(1))
+    np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "clf.pt"), x, **args).argmax(1), result.labels)
+    two = _run(noisy_digits, epochs=1, rounds=2, views=3)
+    assert two.relabel["seed"] == 1  # the last round's views
+    np.testing.assert_array_equal(ft.predict_proba(two.net, x, **two.relabel).argmax(1), two.labels)
 
 
 def test_match_renames_cluster_ids_one_to_one():

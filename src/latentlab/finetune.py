@@ -287,6 +287,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                               "changed": int((new != result.labels).sum()),
                               "loss": float(t.callback_metrics["finetune/loss"])})
         result.labels, result.confidence = new, proba.max(1)
+        result.relabel["seed"] = seed + r  # predict then repeats this round's views of the same images
         tiebreak = result.confidence
     if getattr(net, "decoder", None) is not None:
         net.decoder = None  # a classifier from here on: predict and save need only encoder and head
