@@ -404,7 +404,7 @@ def test_default_pipeline_on_full_mnist_meets_the_bar(tmp_path, mirror):
     """The default config on all 70,000 images against issue 28's bar: the best autoencoder
     method (the encoder trained further on its own clusters) reaches 0.985 / 0.96 and is
     ahead of every raw method in ACC and NMI; the anomaly branch tells zeros from other
-    digits (~16 min)."""
+    digits (about 21-33 min with eight views per relabelling)."""
     repo = _copy_project(tmp_path / "repo")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp_path / "cache")}
