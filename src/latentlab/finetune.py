@@ -185,22 +185,25 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048, *, view
 
     ``views`` > 1 (images only): the mean over the images themselves and ``views`` - 1
     copies randomly rotated / shifted by ``augment`` (the training augmentation; seeded by
-    ``seed``, per image whatever the batching, the global RNG untouched). A label guessed from several views of an image, as
-    MixMatch guesses its pseudo-labels, does not hang on one border-line rendering."""
+    ``seed``, per image whatever the batching, the global RNG untouched). A label guessed
+    from several views of an image, as MixMatch guesses its pseudo-labels, does not hang on
+    one border-line rendering."""
     net.eval()
 
-    def proba(batch: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(net(batch), 1)
+    def one_view(angle: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), batch_size):
+            batch = to_float(torch.from_numpy(x[i:i + batch_size]))
+            if angle is not None:
+                batch = affine(batch, angle[i:i + batch_size], shift[i:i + batch_size])
+            out.append(torch.softmax(net(batch), 1).numpy())
+        return np.concatenate(out).astype(np.float64)
 
-    total = np.concatenate([proba(to_float(torch.from_numpy(x[i:i + batch_size]))).numpy()
-                            for i in range(0, len(x), batch_size)]).astype(np.float64)
+    total = one_view()
     if views > 1 and x.ndim == 4 and augment and (augment["degrees"] > 0 or augment["translate"] > 0):
         gen = torch.Generator().manual_seed(seed)  # each image's views, whatever the batching
         for _ in range(views - 1):
-            angle, shift = draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen)
-            total += np.concatenate([proba(affine(to_float(torch.from_numpy(x[i:i + batch_size])),
-                                                  angle[i:i + batch_size], shift[i:i + batch_size])).numpy()
-                                     for i in range(0, len(x), batch_size)])
+            total += one_view(*draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen))
         total /= views
     return total.astype(np.float32)
 
@@ -262,7 +265,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     if len(labels) != len(x):
         raise ConfigError(f"{len(x)} images but {len(labels)} cluster assignments: re-run the cluster stage")
     result = SelfLabelResult(net=None, labels=labels, confidence=np.ones(len(x), dtype=np.float32),
-                             relabel={"views": views, "augment": dict(augment), "seed": seed})
+                             # the last round's views: predict then repeats them on the same images
+                             relabel={"views": views, "augment": dict(augment), "seed": seed + max(rounds - 1, 0)})
     if rounds == 0:
         return result
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -287,7 +291,6 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                               "changed": int((new != result.labels).sum()),
                               "loss": float(t.callback_metrics["finetune/loss"])})
         result.labels, result.confidence = new, proba.max(1)
-        result.relabel["seed"] = seed + r  # predict then repeats this round's views of the same images
         tiebreak = result.confidence
     if getattr(net, "decoder", None) is not None:
         net.decoder = None  # a classifier from here on: predict and save need only encoder and head
