@@ -183,3 +183,15 @@ def test_the_reconstruction_term_trains_the_decoder_along_and_is_dropped_after(n
     ft.save(result, tmp_path / "clf.pt", model=MODEL, input_shape=(1, 28, 28))
     np.testing.assert_array_equal(ft.predict_proba(ft.load(tmp_path / "clf.pt"), noisy_digits[0]).argmax(1),
                                   result.labels)
+
+
+def test_a_conv_net_relabels_channels_last_as_it_would_in_the_default_layout_and_trains_on_unchanged(noisy_digits):
+    x = noisy_digits[0]
+    net = ft.fresh_classifier((1, 28, 28), 5, seed=0, channels=(8, 16))
+    aug = {"degrees": 10.0, "translate": 0.1}
+    fast = ft.predict_proba(net, x, views=3, augment=aug, seed=0)  # channels-last: a conv net on images
+    # back in the default layout: the next round trains the net it would have trained
+    assert all(p.is_contiguous() for p in net.parameters())
+    slow = ft.predict_proba(net, x, batch_size=2048, views=3, augment=aug, seed=0, channels_last=False)
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+    np.testing.assert_array_equal(fast.argmax(1), slow.argmax(1))

@@ -179,8 +179,9 @@ def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048, *, views: int = 1,
-                  augment: Mapping[str, float] | None = None, seed: int = 0) -> np.ndarray:
+def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views: int = 1,
+                  augment: Mapping[str, float] | None = None, seed: int = 0,
+                  channels_last: bool | None = None) -> np.ndarray:
     """uint8 images (N, C, H, W) or vectors (N, D) -> class probabilities (N, k) float32.
 
     ``views`` > 1 (images only): the mean over the images themselves and ``views`` - 1
@@ -189,6 +190,12 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048, *, view
     from several views of an image, as MixMatch guesses its pseudo-labels, does not hang on
     one border-line rendering."""
     net.eval()
+    # ``channels_last`` (default: whenever a conv net sees images): on CPU, convolutions
+    # run 2-5x faster channels-last in batches that fit the cache (bench/inference.py). The
+    # net goes back to the default layout after, so that the next round trains as before.
+    if channels_last is None:
+        channels_last = x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in net.modules())
+    layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def one_view(angle: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> np.ndarray:
         out = []
@@ -196,15 +203,19 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 2048, *, view
             batch = to_float(torch.from_numpy(x[i:i + batch_size]))
             if angle is not None:
                 batch = affine(batch, angle[i:i + batch_size], shift[i:i + batch_size])
-            out.append(torch.softmax(net(batch), 1).numpy())
+            out.append(torch.softmax(net(batch.contiguous(memory_format=layout)), 1).numpy())
         return np.concatenate(out).astype(np.float64)
 
-    total = one_view()
-    if views > 1 and x.ndim == 4 and augment and (augment["degrees"] > 0 or augment["translate"] > 0):
-        gen = torch.Generator().manual_seed(seed)  # each image's views, whatever the batching
-        for _ in range(views - 1):
-            total += one_view(*draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen))
-        total /= views
+    net.to(memory_format=layout)
+    try:
+        total = one_view()
+        if views > 1 and x.ndim == 4 and augment and (augment["degrees"] > 0 or augment["translate"] > 0):
+            gen = torch.Generator().manual_seed(seed)  # each image's views, whatever the batching
+            for _ in range(views - 1):
+                total += one_view(*draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen))
+            total /= views
+    finally:
+        net.to(memory_format=torch.contiguous_format)
     return total.astype(np.float32)
 
 
