@@ -4,6 +4,7 @@ deterministic, and that its saved classifier reloads to the same function."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
@@ -11,7 +12,7 @@ from latentlab import finetune as ft
 from latentlab.data import prepare
 from latentlab.errors import ConfigError
 from latentlab.metrics import cluster_accuracy
-from latentlab.models import MLPAutoencoder
+from latentlab.models import MLPAutoencoder, to_float
 
 CPU = {"accelerator": "cpu", "enable_progress_bar": False, "deterministic": True}
 
@@ -190,8 +191,10 @@ def test_a_conv_net_relabels_channels_last_as_it_would_in_the_default_layout_and
     net = ft.fresh_classifier((1, 28, 28), 5, seed=0, channels=(8, 16))
     aug = {"degrees": 10.0, "translate": 0.1}
     fast = ft.predict_proba(net, x, views=3, augment=aug, seed=0)  # channels-last: a conv net on images
-    # back in the default layout: the next round trains the net it would have trained
-    assert all(p.is_contiguous() for p in net.parameters())
+    # back in the default layout, and trainable: the next round trains the net it would have trained
+    assert all(p.is_contiguous() and not p.is_inference() for p in net.parameters())
+    net.train()
+    nn.functional.cross_entropy(net(to_float(torch.from_numpy(x[:8]))), torch.zeros(8, dtype=torch.long)).backward()
     slow = ft.predict_proba(net, x, batch_size=2048, views=3, augment=aug, seed=0, channels_last=False)
     np.testing.assert_allclose(fast, slow, atol=1e-5)
     np.testing.assert_array_equal(fast.argmax(1), slow.argmax(1))

@@ -178,7 +178,6 @@ def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return to_a[ib]
 
 
-@torch.inference_mode()
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views: int = 1,
                   augment: Mapping[str, float] | None = None, seed: int = 0,
                   channels_last: bool | None = None) -> np.ndarray:
@@ -197,6 +196,7 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views
         channels_last = x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in net.modules())
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
+    @torch.inference_mode()
     def one_view(angle: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> np.ndarray:
         out = []
         for i in range(0, len(x), batch_size):
@@ -206,7 +206,9 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views
             out.append(torch.softmax(net(batch.contiguous(memory_format=layout)), 1).numpy())
         return np.concatenate(out).astype(np.float64)
 
-    net.to(memory_format=layout)
+    # outside inference mode: parameters made there could never be trained again
+    with torch.no_grad():
+        net.to(memory_format=layout)
     try:
         total = one_view()
         if views > 1 and x.ndim == 4 and augment and (augment["degrees"] > 0 or augment["translate"] > 0):
@@ -215,7 +217,8 @@ def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views
                 total += one_view(*draw_affine(len(x), augment["degrees"], augment["translate"], generator=gen))
             total /= views
     finally:
-        net.to(memory_format=torch.contiguous_format)
+        with torch.no_grad():
+            net.to(memory_format=torch.contiguous_format)
     return total.astype(np.float32)
 
 
