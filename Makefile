@@ -26,7 +26,8 @@ demo: uv
 # (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it). RESULTS_TAGS names
 # the files when the seeds were run in parts, e.g. RESULTS_TAGS="--tag default --tag default-s12";
 # --times the run whose stage times are shown: one pipeline alone (`--seeds 0 --tag default-alone`),
-# e.g. RESULTS_TAGS="--tag default --times default-alone" once that run is of today's default.
+# e.g. RESULTS_TAGS="--tag default --times default-alone" (docs/results-alone.md is that alone run's page:
+# `python bench/results.py --tag default-alone --out docs/results-alone.md --no-readme`).
 RESULTS_TAGS ?= --tag default
 results: uv
 	$(RUN) python bench/results.py $(RESULTS_TAGS)

@@ -176,8 +176,9 @@ def main() -> None:
     doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
     out.parent.mkdir(parents=True, exist_ok=True)
     twins_figure(runs, figure,
-                 f"what the latent space bought, full MNIST, seeds {', '.join(map(str, seeds))}: each autoencoder "
-                 "method beside its raw twin (whiskers: min..max over seeds)")
+                 f"what the latent space bought, full MNIST, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: "
+                 "each autoencoder method beside its raw twin"
+                 + (" (whiskers: min..max over seeds)" if len(seeds) > 1 else ""))
     out.write_text("\n".join(doc) + "\n")
     print(f"wrote {out.relative_to(ROOT)} and {figure.relative_to(ROOT)} from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
     if a.no_readme:
