@@ -37,6 +37,7 @@ def cfg():
     ("cluster.pca", 1.5, "cluster.pca=1.5 as an explained-variance fraction must be in (0, 1)"),
     ("protocol", "test", "protocol must be one of ['all', 'train_test'], got 'test'"),
     ("train.batch_size", 0, "train.batch_size must be an int >= 1, got 0"),
+    ("train.min_steps", -1, "train.min_steps must be an int >= 0, got -1"),
     ("optimizer._target_", "builtins.eval", "optimizer._target_ must be one of"),
     ("data.name", "cifar", "data.name must be one of"),
     ("model.activation", "swish", "model.activation must be one of"),

@@ -45,6 +45,20 @@ def test_fit_save_load_encode_round_trip(tmp_path, tiny_cfg):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # checkpoints cleaned up
 
 
+def test_a_small_dataset_trains_for_min_steps(tmp_path, tiny_cfg):
+    x = np.random.default_rng(1).integers(0, 256, size=(100, 1, 8, 8), dtype=np.uint8)
+    model = {**MLP, "hidden": [16], "latent_dim": 2}
+
+    def epochs(max_epochs, min_steps):  # 80 training images in batches of 32: 3 steps an epoch
+        return len(training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
+                                batch_size=32, max_epochs=max_epochs, val_fraction=0.2, patience=100,
+                                min_delta=0.0, seed=0, workdir=tmp_path, min_steps=min_steps).history)
+
+    assert epochs(1, 7) == 3   # ceil(7 / 3)
+    assert epochs(4, 7) == 4   # max_epochs is the more
+    assert epochs(2, 0) == 2
+
+
 def test_training_is_deterministic(tmp_path, tiny_cfg):
     x = np.random.default_rng(1).integers(0, 256, size=(200, 1, 8, 8), dtype=np.uint8)
     model = {**MLP, "hidden": [16], "latent_dim": 2}

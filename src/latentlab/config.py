@@ -287,6 +287,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
     _int(cfg, "train.batch_size", 1)
     _int(cfg, "train.max_epochs", 1)
+    _int(cfg, "train.min_steps", 0)
     _float(cfg, "train.val_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "train.patience", 1)
     _float(cfg, "train.min_delta", 0.0, 1.0)

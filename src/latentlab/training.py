@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import warnings
@@ -187,10 +188,12 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
         lr_schedule: str = "constant", augment: dict[str, float] | None = None,
         workdir: str | Path | None = None, callbacks: list[Callback] | None = None,
-        resume_dir: str | Path | None = None) -> FitResult:
+        resume_dir: str | Path | None = None, min_steps: int = 0) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
+    Trains ``max_epochs``, or as many epochs as ``min_steps`` optimizer steps take if more
+    (a small dataset's epoch is a handful of steps); early stopping applies either way.
     ``augment`` ({degrees, translate}): random per-image rotations and shifts of the
     training batches (validation images are left as they are).
     ``trainer`` goes to Lightning's Trainer as is: ``strategy: ddp_spawn, devices: 2``
@@ -204,6 +207,7 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     tr, va = split_indices(len(x), val_fraction, seed)
     data = torch.from_numpy(np.ascontiguousarray(x))
     train_dl = batches(data[tr], batch_size, shuffle=True)
+    max_epochs = max(max_epochs, math.ceil(min_steps / len(train_dl)))
     val_dl = batches(data[va], max(batch_size, 1024), shuffle=False)
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
                          lr_schedule=lr_schedule, max_epochs=max_epochs, augment=augment)

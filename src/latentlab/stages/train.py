@@ -18,12 +18,12 @@ from latentlab.stages.common import main
 
 def fit_autoencoder(cfg: Mapping[str, Any], x: np.ndarray, model: Mapping[str, Any], model_out: Path,
                     history_out: Path, max_epochs: int, what: str = "images",
-                    augment: Mapping[str, Any] | None = None) -> str:
+                    augment: Mapping[str, Any] | None = None, min_steps: int = 0) -> str:
     """Train the autoencoder ``model`` describes on ``x``; write its checkpoint and per-epoch losses."""
     tracking.check_server()  # the run is logged at the end: an unreachable server fails now, not then
     t = cfg["train"]
     result = training.fit(x, model=dict(model), optimizer=cfg["optimizer"], trainer=cfg["trainer"],
-                          batch_size=t["batch_size"], max_epochs=max_epochs,
+                          batch_size=t["batch_size"], max_epochs=max_epochs, min_steps=min_steps,
                           val_fraction=t["val_fraction"], patience=t["patience"],
                           min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], augment=augment,
                           seed=cfg["seed"], workdir=model_out.parent,
@@ -46,7 +46,8 @@ def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path
     if len(x_fit) < k:  # said now, not after the training
         raise LatentlabError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
     return fit_autoencoder(cfg, x_fit, task_model(cfg, "cluster"), model_out, history_out, cfg["train"]["max_epochs"],
-                           "images" if x_fit.ndim == 4 else "feature vectors", augment=cfg["train"]["augment"])
+                           "images" if x_fit.ndim == 4 else "feature vectors", augment=cfg["train"]["augment"],
+                           min_steps=cfg["train"]["min_steps"])
 
 
 if __name__ == "__main__":  # DVC: python -m latentlab.stages.train --help
