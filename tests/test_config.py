@@ -1,6 +1,8 @@
 """conf/ is the source of truth; params.yaml must equal its composed default; bad values fail early."""
 
 
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -158,3 +160,16 @@ def test_too_few_normal_images_fail_before_training(tmp_path, tiny_cfg):
     with pytest.raises(ConfigError, match=r"only \d+ normal training images \(classes \[0\]\); at least 64"):
         anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "history.csv").exists()
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders():
+    # A shared folder let one run's finished training delete the other's resume checkpoints.
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from latentlab.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        a, b = (hydra_compose(config_name="config", return_hydra_config=True) for _ in range(2))
+        assert a.hydra.run.dir != b.hydra.run.dir
+        assert a.hydra.sweep.dir != b.hydra.sweep.dir
