@@ -87,7 +87,7 @@ def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
 def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     """autoencoder_selflabel on the tag's autoencoder and clusters, and its raw twin
-    raw_umap_selflabel (the same recipe on the pixels' clusters, cached per seed and overrides)."""
+    raw_selflabel (the same recipe on the pixels' clusters, cached per seed and overrides)."""
     from latentlab.metrics import scores
     from latentlab.stages.baselines import baselines
     from latentlab.stages.finetune import finetune
@@ -111,10 +111,10 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     y = _labels(data)
     with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b, \
             np.load(twin) as r:
-        tuned, ae, px, raw = f["autoencoder_selflabel"], c["autoencoder"], b["raw_umap"], r["raw_umap_selflabel"]
+        tuned, ae, px, raw = f["autoencoder_selflabel"], c["autoencoder"], b["raw_cluster"], r["raw_selflabel"]
     _record({"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides, "seconds": round(seconds),
-             "autoencoder_acc": scores(y, ae)["acc"], "raw_umap_acc": scores(y, px)["acc"],
-             "raw_umap_selflabel": scores(y, raw), **scores(y, tuned)})
+             "autoencoder_acc": scores(y, ae)["acc"], "raw_cluster_acc": scores(y, px)["acc"],
+             "raw_selflabel": scores(y, raw), **scores(y, tuned)})
 
 
 def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:

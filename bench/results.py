@@ -23,12 +23,35 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- results:start (make results writes this table) -->", "<!-- results:end -->"
 WHAT = {M.AUTOENCODER_SELFLABEL: "the autoencoder's encoder trained further on its own clusters",
-        M.AUTOENCODER: "UMAP + GMM on the autoencoder's latents",
+        M.AUTOENCODER: "the `cluster` config (UMAP + GMM) on the autoencoder's latents",
         M.AUTOENCODER_KMEANS: "k-means on the autoencoder's latents",
-        M.RAW_UMAP_SELFLABEL: "a fresh CNN trained the same way on raw_umap's clusters",
-        M.RAW_UMAP: "UMAP + GMM on a PCA(50) of the pixels",
+        M.RAW_SELFLABEL: "a fresh CNN trained the same way on raw_cluster's clusters",
+        M.RAW_CLUSTER: "the `cluster` config (UMAP + GMM) on a PCA(50) of the pixels",
         M.RAW_PCA_KMEANS: "k-means on a PCA(50) of the pixels",
         M.RAW_KMEANS: "k-means on the pixels"}
+
+
+# The twins' names before they followed the cluster config. Under the default's UMAP + GMM the old
+# raw_umap is the same procedure as raw_cluster, so files of earlier runs read under today's names.
+RENAMED = {"raw_umap": M.RAW_CLUSTER, "raw_umap_selflabel": M.RAW_SELFLABEL}
+
+
+def renamed(node):
+    """A benchmark file's content with the old twin names replaced by today's."""
+    if isinstance(node, dict):
+        return {RENAMED.get(k, k): renamed(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [renamed(v) for v in node]
+    return RENAMED.get(node, node) if isinstance(node, str) else node
+
+
+def load(path: Path) -> dict:
+    text = path.read_text()
+    fm, old = json.loads(text), '"raw_umap' in text
+    if old and any(o.startswith(("cluster", "+cluster")) for o in overrides(fm)):
+        raise SystemExit(f"{path} predates raw_cluster, and its raw_umap ran UMAP whatever the cluster config "
+                         f"({overrides(fm)}): it is not that config's twin; run it again")
+    return renamed(fm) if old else fm
 
 
 def spread(values: list[float], fmt: str = ".3f") -> str:
@@ -111,7 +134,7 @@ def main() -> None:
         path = RESULTS / f"full_mnist-{tag}.json"
         if not path.exists():
             raise SystemExit(f"{path} not found: run `{command({'runs': [{'seed': s} for s in (0, 1, 2)]}, tag)}` first")
-        fm = json.loads(path.read_text())
+        fm = load(path)
         fm["runs"].sort(key=lambda r: r["seed"])  # written in the order the pipelines finished
         files.append((tag, path, fm))
     configs = {tuple(overrides(fm)) for _, _, fm in files}
@@ -149,7 +172,7 @@ def main() -> None:
                                                    for m in M.METHODS) + " |")
     timed, timing = runs, []
     if a.times:  # stage times from a run alone: side-by-side seeds share the cores
-        tfm = json.loads((RESULTS / f"full_mnist-{a.times}.json").read_text())
+        tfm = load(RESULTS / f"full_mnist-{a.times}.json")
         if overrides(tfm) != overrides(fm) or tfm.get("jobs", 1) > 1:
             raise SystemExit(f"--times {a.times}: its config {overrides(tfm)} (jobs {tfm.get('jobs', 1)}) "
                              f"is not {overrides(fm)} run alone")
@@ -180,7 +203,7 @@ def main() -> None:
                  "each autoencoder method beside its raw twin"
                  + (" (whiskers: min..max over seeds)" if len(seeds) > 1 else ""))
     out.write_text("\n".join(doc) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} and {figure.relative_to(ROOT)} from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
+    print(f"wrote {a.out} and {figure.name} beside it, from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
     if a.no_readme:
         return
     readme = ROOT / "README.md"

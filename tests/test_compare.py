@@ -67,12 +67,12 @@ def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
 def test_twin_rows_are_mean_min_max_over_runs_and_skip_what_a_run_lacks():
     from latentlab.plots import twin_rows
 
-    runs = [{"autoencoder": {"acc": 0.9, "nmi": 0.8}, "raw_umap": {"acc": 0.8, "nmi": 0.7}},
-            {"autoencoder": {"acc": 0.7, "nmi": float("nan")}, "raw_umap": {"acc": 0.6, "nmi": 0.5}}]
-    rows = twin_rows(runs, {"autoencoder": "raw_umap", "autoencoder_kmeans": "raw_kmeans"})
+    runs = [{"autoencoder": {"acc": 0.9, "nmi": 0.8}, "raw_cluster": {"acc": 0.8, "nmi": 0.7}},
+            {"autoencoder": {"acc": 0.7, "nmi": float("nan")}, "raw_cluster": {"acc": 0.6, "nmi": 0.5}}]
+    rows = twin_rows(runs, {"autoencoder": "raw_cluster", "autoencoder_kmeans": "raw_kmeans"})
     assert list(rows) == ["autoencoder"]  # no run has the k-means pair
     r = rows["autoencoder"]
-    assert r["twin"] == "raw_umap"
+    assert r["twin"] == "raw_cluster"
     assert r["acc"] == pytest.approx((0.8, 0.7, 0.9))
     assert r["nmi"] == pytest.approx((0.8, 0.8, 0.8))  # the NaN is skipped
     assert r["twin_nmi"] == pytest.approx((0.6, 0.5, 0.7))

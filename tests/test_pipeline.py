@@ -83,9 +83,9 @@ def test_repro_writes_metrics_for_every_method(pipeline):
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
     assert sorted(k for k in m if isinstance(m[k], dict) and "acc" in m[k]) == sorted(
-        ["autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_umap_selflabel", "raw_umap",
+        ["autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_selflabel", "raw_cluster",
          "raw_pca_kmeans", "raw_kmeans"])
-    for method in ("autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_umap_selflabel", "raw_umap",
+    for method in ("autoencoder_selflabel", "autoencoder", "autoencoder_kmeans", "raw_selflabel", "raw_cluster",
                    "raw_pca_kmeans", "raw_kmeans"):
         assert set(m[method]) >= {"acc", "nmi", "ari", "purity", "silhouette", "davies_bouldin", "calinski_harabasz"}
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI) for every method
@@ -99,7 +99,7 @@ def test_repro_writes_metrics_for_every_method(pipeline):
     # a row per method, a few columns each: what a person reads in a terminal
     rows = {Path(f).stem: v["data"] for f, v in metrics.items() if f.startswith("outputs/evaluate/scores/")}
     assert set(rows) == set(M.METHODS) and rows["autoencoder"]["acc"] == pytest.approx(m["autoencoder"]["acc"], abs=1e-4)
-    assert rows["autoencoder_selflabel"]["twin"] == "raw_umap_selflabel"
+    assert rows["autoencoder_selflabel"]["twin"] == "raw_selflabel"
     assert "outputs/evaluate/metrics.json" not in metrics  # the full detail is an output, not DVC's metrics
     table = _dvc(repo, "metrics", "show")
     assert "failed to load" not in table and max(map(len, table.splitlines())) <= 200, table
@@ -319,7 +319,8 @@ def test_changing_the_anomaly_score_rescores_without_retraining(pipeline):
                  marks=pytest.mark.e2e, id="augment"),
     # another cluster pipeline: re-cluster latents and pixels, no retraining (slow: the
     # cluster.k test above checks the same stages)
-    pytest.param(["cluster.manifold=none", "cluster.algorithm=kmeans"], ["cluster", "finetune", "baselines", "evaluate"],
+    pytest.param(["cluster.manifold=none", "cluster.algorithm=kmeans"],
+                 ["cluster", "finetune", "baselines", "raw_selflabel", "evaluate"],
                  ["train", "anomaly_"], marks=pytest.mark.e2e, id="cluster-pipeline"),
     # the self-labelling alone
     pytest.param(["finetune.fraction=0.5"], ["finetune", "raw_selflabel", "evaluate"],
@@ -414,9 +415,9 @@ def test_default_pipeline_on_full_mnist_meets_the_bar(tmp_path, mirror):
     assert m["n_scored"] == 70000
     best = m["autoencoder_selflabel"]
     assert best["acc"] >= 0.985 and best["nmi"] >= 0.96, best
-    for raw in ("raw_umap_selflabel", "raw_umap", "raw_pca_kmeans", "raw_kmeans"):
+    for raw in ("raw_selflabel", "raw_cluster", "raw_pca_kmeans", "raw_kmeans"):
         assert best["acc"] > m[raw]["acc"] and best["nmi"] > m[raw]["nmi"], (raw, m[raw], best)
-    assert m["raw_umap"]["acc"] >= 0.95  # the honest baseline: UMAP + GMM on pixels is strong
+    assert m["raw_cluster"]["acc"] >= 0.95  # the honest baseline: UMAP + GMM on pixels is strong
     a = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert a["n_test"] == 10000 and a["test"]["auroc"] >= 0.99, a["test"]  # digit 0 normal: 0.998 in the benchmark
     assert a["unbalanced"]["auprc"] >= 0.7, a["unbalanced"]

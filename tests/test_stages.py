@@ -29,7 +29,22 @@ def test_self_labelling_off_keeps_the_clusterings_it_would_have_refined(small, t
     with np.load(tmp_path / "ae.npz") as f, np.load(p["assignments"]) as a:
         assert np.array_equal(f[M.AUTOENCODER_SELFLABEL], a[M.AUTOENCODER])
     with np.load(tmp_path / "raw.npz") as f, np.load(p["baselines"]) as b:
-        assert np.array_equal(f[M.RAW_UMAP_SELFLABEL], b[M.RAW_UMAP])
+        assert np.array_equal(f[M.RAW_SELFLABEL], b[M.RAW_CLUSTER])
+
+
+def test_the_autoencoder_methods_twin_follows_the_cluster_config(small, tmp_path):
+    """raw_cluster is the `autoencoder` method with pixels in place of latents. It used to run
+    UMAP whatever the config: under cluster=kmeans the AE's k-means then faced a UMAP twin."""
+    from latentlab.stages.baselines import baselines
+
+    cfg, _ = small
+    c = with_value(with_value(cfg, "cluster.manifold", "none"), "cluster.algorithm", "kmeans")
+    validate(c)
+    baselines(c, small[1]["data"], tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz") as b:  # no manifold, k-means: the PCA(50) + k-means of the pixels
+        assert np.array_equal(b[M.RAW_CLUSTER], b[M.RAW_PCA_KMEANS])
+    with np.load(small[1]["baselines"]) as b:  # the default's UMAP + GMM is another clustering
+        assert not np.array_equal(b[M.RAW_CLUSTER], b[M.RAW_PCA_KMEANS])
 
 
 def test_the_autoencoder_method_starts_from_the_trained_encoder(small):

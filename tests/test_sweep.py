@@ -59,7 +59,7 @@ def test_parallel_sweep_loses_no_run_and_no_metric(parallel_sweep):
                r.data.params["seed"]) for r in children}
     assert len(combos) == 8
     for r in children:
-        for m in ("autoencoder/acc", "autoencoder/nmi", "raw_kmeans/acc", "raw_pca_kmeans/nmi", "raw_umap/acc",
+        for m in ("autoencoder/acc", "autoencoder/nmi", "raw_kmeans/acc", "raw_pca_kmeans/nmi", "raw_cluster/acc",
                   "recon_mse"):
             assert m in r.data.metrics, (r.info.run_name, m)
         assert [h.step for h in client.get_metric_history(r.info.run_id, "val/recon_loss")] == [0, 1]
@@ -121,13 +121,13 @@ def test_compare_command_summarises_the_latest_sweep(parallel_sweep):
     assert row["autoencoder/acc mean"] == pytest.approx(sum(accs) / 2)
     assert row["autoencoder/acc min"] == pytest.approx(min(accs))
     # the paired gain: per run, the method minus its raw twin; over seeds, the spread of those differences
-    gains = [r.data.metrics["autoencoder/acc"] - r.data.metrics["raw_umap/acc"] for r in runs
+    gains = [r.data.metrics["autoencoder/acc"] - r.data.metrics["raw_cluster/acc"] for r in runs
              if r.data.params.get("model._target_", "").endswith("MLPAutoencoder")
              and r.data.params["model.latent_dim"] == "4"]
     assert row["gain/autoencoder/acc mean"] == pytest.approx(sum(gains) / 2)
     assert row["gain/autoencoder/acc min"] == pytest.approx(min(gains))
     # a sweep over the autoencoder moves its methods, never the raw twins: one value per seed
-    for twin in ("raw_umap/acc", "raw_umap_selflabel/acc", "raw_kmeans/acc"):
+    for twin in ("raw_cluster/acc", "raw_selflabel/acc", "raw_kmeans/acc"):
         per_seed = {}
         for r in runs:
             if r.data.tags.get("latentlab.sweep") != "parent":

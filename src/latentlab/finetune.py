@@ -8,7 +8,7 @@ like rather than where their codes lie, and its predictions then relabel every p
 
 Two uses: ``autoencoder_selflabel`` trains the autoencoder's own encoder (+ a head) on
 the autoencoder method's clusters (``encoder_classifier``); its raw twin
-``raw_umap_selflabel`` trains a fresh network on the pixels' clusters (``fresh_classifier``).
+``raw_selflabel`` trains a fresh network on the pixels' clusters (``fresh_classifier``).
 
 Shapes: images are uint8 (N, C, H, W); labels int (N,); confidences float (N,) in [0, 1].
 """

@@ -11,13 +11,13 @@ AUTOENCODER_KMEANS = "autoencoder_kmeans"    # the autoencoder's latents -> k-me
 AUTOENCODER_SELFLABEL = "autoencoder_selflabel"  # the encoder trained further on its own confident clusters
 RAW_KMEANS = "raw_kmeans"                    # baseline: k-means on raw pixels
 RAW_PCA_KMEANS = "raw_pca_kmeans"            # baseline: PCA on raw pixels -> k-means
-RAW_UMAP = "raw_umap"                        # baseline: PCA on raw pixels -> the `cluster` config's pipeline
-RAW_UMAP_SELFLABEL = "raw_umap_selflabel"    # baseline: a fresh CNN self-labelled on raw_umap's clusters
+RAW_CLUSTER = "raw_cluster"                  # baseline: PCA on raw pixels -> the `cluster` config's pipeline
+RAW_SELFLABEL = "raw_selflabel"              # baseline: a fresh network self-labelled on raw_cluster's clusters
 AUTOENCODER_METHODS = (AUTOENCODER_SELFLABEL, AUTOENCODER, AUTOENCODER_KMEANS)
-RAW_METHODS = (RAW_UMAP_SELFLABEL, RAW_UMAP, RAW_PCA_KMEANS, RAW_KMEANS)
+RAW_METHODS = (RAW_SELFLABEL, RAW_CLUSTER, RAW_PCA_KMEANS, RAW_KMEANS)
 METHODS = (*AUTOENCODER_METHODS, *RAW_METHODS)
 # Each autoencoder method's raw twin: the same procedure with the pixels in place of the latents.
-TWINS = {AUTOENCODER_SELFLABEL: RAW_UMAP_SELFLABEL, AUTOENCODER: RAW_UMAP, AUTOENCODER_KMEANS: RAW_KMEANS}
+TWINS = {AUTOENCODER_SELFLABEL: RAW_SELFLABEL, AUTOENCODER: RAW_CLUSTER, AUTOENCODER_KMEANS: RAW_KMEANS}
 # What the exported `cluster` column and `latentlab predict` give: the best autoencoder method.
 FINAL = AUTOENCODER_SELFLABEL
 

@@ -16,14 +16,15 @@ from latentlab.stages.common import by_protocol, main
 
 
 def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
-    """What the autoencoder must beat, on raw pixels: k-means, PCA + k-means, and the
-    cluster config's own manifold step (UMAP of the pixels' PCA, then the same clusterer).
-    Under train_test also the manifold step's assignments of the fitted images
-    (``fit_raw_umap``), for finetune.labels=consensus / vote / pixels.
+    """What the autoencoder must beat, on raw pixels: k-means, PCA + k-means, and
+    ``raw_cluster``, the ``autoencoder`` method's twin: the pixels' PCA through the cluster
+    config's own pipeline (its manifold step, UMAP in the default, then its clusterer), so
+    that the two differ in the latents alone. Under train_test also raw_cluster's
+    assignments of the fitted images (``fit_raw_cluster``), the labels raw_selflabel learns.
 
-    The UMAP recipe and the two k-means run in two processes side by side, one thread
-    each (joblib's workers): seeded UMAP keeps to one core anyway, so on two cores the
-    k-means take the other instead of queueing behind it."""
+    The twin and the two k-means run in two processes side by side, one thread each
+    (joblib's workers): seeded UMAP keeps to one core anyway, so on two cores the k-means
+    take the other instead of queueing behind it."""
     ds = Prepared.load(data)
     x_fit, x_score = by_protocol(cfg["protocol"], pixels(ds.x_train), pixels(ds.x_test))
     c = pipeline_params(cfg["cluster"], cfg["seed"])
@@ -33,12 +34,12 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
         print(f"  baselines.pca_components={pcs} exceeds the data's {min(x_fit.shape)} dimensions/samples: "
               f"using {min(x_fit.shape)}", flush=True)
         pcs = min(x_fit.shape)
-    groups = [[(M.RAW_UMAP, {**c, "standardize": False, "pca": pcs, "manifold": "umap"})],
+    groups = [[(M.RAW_CLUSTER, {**c, "standardize": False, "pca": pcs})],
               [(M.RAW_KMEANS, km), (M.RAW_PCA_KMEANS, {**km, "pca": pcs})]]
     fitted = {name: r for part in Parallel(n_jobs=len(groups))(delayed(fit_predict_many)(x_fit, x_score, g) for g in groups)
               for name, r in part.items()}
-    out_labels = {name: fitted[name].labels for name in (M.RAW_KMEANS, M.RAW_PCA_KMEANS, M.RAW_UMAP)}
-    extra = {} if x_score is None else {f"fit_{M.RAW_UMAP}": assign(fitted[M.RAW_UMAP].pipeline, x_fit)[0]}
+    out_labels = {name: fitted[name].labels for name in (M.RAW_KMEANS, M.RAW_PCA_KMEANS, M.RAW_CLUSTER)}
+    extra = {} if x_score is None else {f"fit_{M.RAW_CLUSTER}": assign(fitted[M.RAW_CLUSTER].pipeline, x_fit)[0]}
     save_npz(out, **out_labels, **extra)
     return f"wrote {out}: {len(out_labels[M.RAW_KMEANS])} assignments for {', '.join(out_labels)}"
 

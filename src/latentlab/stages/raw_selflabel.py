@@ -18,9 +18,9 @@ from latentlab.stages.finetune import relabel, summary
 
 
 def raw_selflabel(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path) -> str:
-    """``raw_umap_selflabel``, autoencoder_selflabel's raw twin: the same self-labelling
+    """``raw_selflabel``, autoencoder_selflabel's raw twin: the same self-labelling
     recipe (``finetune``: rounds, epochs, fraction, optimiser, augmentation) on the
-    ``raw_umap`` baseline's clusters, by a network that never saw an autoencoder (a fresh
+    ``raw_cluster`` baseline's clusters, by a network that never saw an autoencoder (a fresh
     CNN of ``finetune.channels`` for images, a fresh dense network for vectors). With a
     fraction below 1, reliability is judged by neighbours in the pixels' PCA, as the
     autoencoder method judges it by neighbours in its latent space."""
@@ -30,8 +30,8 @@ def raw_selflabel(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
     x_score = None if cfg["protocol"] == "all" else x_test
     with np.load(baselines) as b:
-        score_labels = b[M.RAW_UMAP]
-        fit_labels = score_labels if x_score is None else b[f"fit_{M.RAW_UMAP}"]
+        score_labels = b[M.RAW_CLUSTER]
+        fit_labels = score_labels if x_score is None else b[f"fit_{M.RAW_CLUSTER}"]
     k = int(fit_labels.max()) + 1
     neighbors = None
     if f["rounds"] > 0 and f["fraction"] < 1.0:
@@ -43,7 +43,7 @@ def raw_selflabel(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path
     result = ft.self_label(net, x_fit, fit_labels, np.zeros(len(fit_labels), np.float32), neighbors=neighbors,
                            k=k, seed=cfg["seed"], trainer=cfg["trainer"], **ft.recipe(f))
     labels = relabel(result, x_score, score_labels)
-    save_npz(out, **{M.RAW_UMAP_SELFLABEL: labels})
+    save_npz(out, **{M.RAW_SELFLABEL: labels})
     return f"wrote {out}: {summary(result, len(labels))}"
 
 
