@@ -123,6 +123,28 @@ def test_digits_is_offline_and_stratified():
     assert set(np.unique(ds.y_test)) == set(range(10))
 
 
+def test_digits28_are_the_same_digits_framed_as_mnist():
+    """The 8x8 digits, split alike, each upsampled to 20x20 in the middle of a 28x28 frame."""
+    import torch
+
+    small, big = data.prepare("digits"), data.prepare("digits28")
+    assert big.x_train.shape[1:] == (1, 28, 28) and big.x_train.dtype == np.uint8
+    assert np.array_equal(small.y_train, big.y_train) and np.array_equal(small.y_test, big.y_test)
+    frame = big.x_train.copy()
+    frame[:, :, 4:24, 4:24] = 0
+    assert frame.max() == 0 and big.x_train.max() > 200  # MNIST's 4-pixel empty border
+    back = torch.nn.functional.interpolate(torch.tensor(big.x_train[:, :, 4:24, 4:24], dtype=torch.float32),
+                                           size=8, mode="area").numpy().reshape(len(big.x_train), -1)
+
+    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # per image, of the pixels
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+    orig = small.x_train.reshape(len(small.x_train), -1).astype(np.float32)
+    assert corr(back, orig).min() > 0.9  # each image is its 8x8 digit (0.92 at worst) ...
+    assert corr(back, orig[::-1]).mean() < 0.7  # ... and not some other one (0.55 on average)
+
+
 def test_unknown_dataset():
     with pytest.raises(DataError, match=r"data.name must be one of .* got 'cifar'"):
         data.prepare("cifar")

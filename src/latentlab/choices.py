@@ -14,7 +14,7 @@ from latentlab.errors import ConfigError
 
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
 FILE_DATASETS = ("table", "array", "images")   # the user's own file or folder, at data.path
-DATASETS = (*TORCHVISION_DATASETS, "digits", *FILE_DATASETS)
+DATASETS = (*TORCHVISION_DATASETS, "digits", "digits28", *FILE_DATASETS)
 SCALINGS = ("standard", "minmax", "none")      # how a table's or array's features are scaled
 
 MODELS = {"latentlab.models.MLPAutoencoder": "mlp", "latentlab.models.ConvAutoencoder": "conv"}
@@ -40,7 +40,7 @@ ANOMALY_SCORES = ("recon", "knn", "mahalanobis", "recon+knn", "recon+mahalanobis
 THRESHOLDS = ("percentile", "fpr")
 # Flattened input size and classes of each built-in dataset, to check PCA sizes and
 # anomaly classes before any work.
-INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64}
+INPUT_DIMS = {"mnist": 784, "fashion_mnist": 784, "kmnist": 784, "digits": 64, "digits28": 784}
 CLASSES = {name: list(range(10)) for name in INPUT_DIMS}
 
 

@@ -319,17 +319,31 @@ def load_torchvision(name: str, mirror: Path | None, cache: Path) -> Prepared:
     return Prepared(x_train, y_train, x_test, y_test, meta)
 
 
-def load_digits(test_fraction: float, seed: int) -> Prepared:
-    """scikit-learn's bundled 8x8 digits (1,797 images), fully offline."""
+def load_digits(test_fraction: float, seed: int, size: int | None = None) -> Prepared:
+    """scikit-learn's bundled 8x8 digits (1,797 images), fully offline. ``size=28``: each
+    digit upsampled (bilinear) to 20x20 and centred in a 28x28 frame, as MNIST's are: a
+    second 28x28 image set, other writers and scans, on which the image defaults
+    (model=conv, its epochs) can be checked against data they were not chosen on."""
+    import torch
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
     bunch = sk_digits()
-    # Pixel values are 0..16: rescale to the 0..255 range the other datasets use.
-    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    if size is None:
+        # Pixel values are 0..16: rescale to the 0..255 range the other datasets use.
+        x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    else:
+        inner = size * 20 // 28
+        up = torch.nn.functional.interpolate(torch.tensor(bunch.images[:, None] / 16.0, dtype=torch.float32),
+                                             size=(inner, inner), mode="bilinear", align_corners=False)
+        lo = (size - inner) // 2
+        up = torch.nn.functional.pad(up, (lo, size - inner - lo, lo, size - inner - lo)) * 255.0
+        x = np.rint(up.clamp(0, 255).numpy()).astype(np.uint8)
     y = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return Prepared(x_tr, y_tr, x_te, y_te, {"dataset": "digits", "source": "sklearn.datasets.load_digits"})
+    name = "digits" if size is None else f"digits{size}"
+    return Prepared(x_tr, y_tr, x_te, y_te, {"dataset": name, "source": "sklearn.datasets.load_digits"
+                                             + ("" if size is None else f", upsampled to {size}x{size}")})
 
 
 def load_file(name: str, d: dict, test_fraction: float, seed: int) -> Prepared:
@@ -384,8 +398,8 @@ def prepare(name: str, *, mirror: str | None = None, cache: str | None = None,
     ``source``: the ``data`` config node, for the file datasets."""
     if name not in DATASETS:
         raise DataError(f"data.name must be one of {list(DATASETS)}, got {name!r}")
-    if name == "digits":
-        ds = load_digits(test_fraction, seed)
+    if name in ("digits", "digits28"):
+        ds = load_digits(test_fraction, seed, size=28 if name == "digits28" else None)
     elif name in FILE_DATASETS:
         ds = load_file(name, dict(source or {}), test_fraction, seed)
     else:
