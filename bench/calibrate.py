@@ -95,7 +95,9 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
     cfg = _cfg(seed, overrides)
     data, out = _data(work, cfg), work / tag
-    base = work / f"baselines-{seed}.npz"  # the pixels' clusters: they do not depend on the autoencoder
+    # the pixels' clusters: they depend on the cluster config, not on the autoencoder
+    clusters = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith("cluster")) or "default"
+    base = work / f"baselines-{seed}-{clusters}.npz"
     if not base.exists():
         print(baselines(cfg, data, base), flush=True)
     name = "-".join(o.replace("/", "_") for o in overrides) or "default"
@@ -104,7 +106,8 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
                    out / f"finetune-{name}.npz", out / f"classifier-{name}.pt"), flush=True)
     seconds = time.perf_counter() - t
     # the twin depends on the self-labelling recipe, not on the autoencoder's overrides
-    recipe = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith("finetune.")) or "default"
+    recipe = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith(("finetune.", "cluster"))
+                      ) or "default"
     twin = work / f"raw_selflabel-{seed}-{recipe}.npz"
     if not twin.exists():
         print(raw_selflabel(cfg, data, base, twin), flush=True)
