@@ -56,6 +56,12 @@ def _labels(data: Path) -> np.ndarray:
     return Prepared.load(data).split("all")[3]  # train then test, as the latents are
 
 
+def _name(overrides: list[str], *prefixes: str) -> str:
+    """A file-name part for the overrides (only those starting with one of ``prefixes``, if given)."""
+    kept = [o for o in overrides if not prefixes or o.lstrip("+").startswith(prefixes)]
+    return "-".join(o.replace("/", "_") for o in kept) or "default"
+
+
 def _record(row: dict) -> None:
     print(json.dumps(row), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -96,19 +102,16 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
     cfg = _cfg(seed, overrides)
     data, out = _data(work, cfg), work / tag
     # the pixels' clusters: they depend on the cluster config, not on the autoencoder
-    clusters = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith("cluster")) or "default"
-    base = work / f"baselines-{seed}-{clusters}.npz"
+    base = work / f"baselines-{seed}-{_name(overrides, 'cluster')}.npz"
     if not base.exists():
         print(baselines(cfg, data, base), flush=True)
-    name = "-".join(o.replace("/", "_") for o in overrides) or "default"
+    name = _name(overrides)
     t = time.perf_counter()
     print(finetune(cfg, data, out / "model.pt", out / "cluster.npz", out / "latents.npz",
                    out / f"finetune-{name}.npz", out / f"classifier-{name}.pt"), flush=True)
     seconds = time.perf_counter() - t
     # the twin depends on the self-labelling recipe, not on the autoencoder's overrides
-    recipe = "-".join(o.replace("/", "_") for o in overrides if o.lstrip("+").startswith(("finetune.", "cluster"))
-                      ) or "default"
-    twin = work / f"raw_selflabel-{seed}-{recipe}.npz"
+    twin = work / f"raw_selflabel-{seed}-{_name(overrides, 'finetune.', 'cluster')}.npz"
     if not twin.exists():
         print(raw_selflabel(cfg, data, base, twin), flush=True)
     y = _labels(data)

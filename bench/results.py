@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- results:start (make results writes this table) -->", "<!-- results:end -->"
 WHAT = {M.AUTOENCODER_SELFLABEL: "the autoencoder's encoder trained further on its own clusters",
-        M.AUTOENCODER: "the `cluster` config (UMAP + GMM) on the autoencoder's latents",
+        M.AUTOENCODER: "the `cluster` config ({pipeline}) on the autoencoder's latents",
         M.AUTOENCODER_KMEANS: "k-means on the autoencoder's latents",
         M.RAW_SELFLABEL: "a fresh CNN trained the same way on raw_cluster's clusters",
-        M.RAW_CLUSTER: "the `cluster` config (UMAP + GMM) on a PCA(50) of the pixels",
+        M.RAW_CLUSTER: "the `cluster` config ({pipeline}) on a PCA(50) of the pixels",
         M.RAW_PCA_KMEANS: "k-means on a PCA(50) of the pixels",
         M.RAW_KMEANS: "k-means on the pixels"}
 
@@ -77,8 +77,10 @@ def command(fm: dict, tag: str) -> str:
             f"--seeds {seeds}{sets}{target}{jobs} --tag {tag}")
 
 
-def method_table(runs: list[dict]) -> list[str]:
-    """One row per method: ACC and NMI mean [min, max] over the runs, the gain over the twin."""
+def method_table(runs: list[dict], sets: list[str]) -> list[str]:
+    """One row per method: ACC and NMI mean [min, max] over the runs, the gain over the twin.
+    ``sets``: the runs' overrides, which may name another cluster pipeline than the default's."""
+    pipeline = "as overridden" if any(o.lstrip("+").startswith("cluster") for o in sets) else "UMAP + GMM"
     out = ["| method | uses the autoencoder | ACC | NMI | gain over its raw twin (ACC / NMI, per-seed mean [min, max]) |",
            "| --- | --- | --- | --- | --- |"]
     for m in M.METHODS:
@@ -93,7 +95,7 @@ def method_table(runs: list[dict]) -> list[str]:
             gn = [r["metrics"][m]["nmi"] - r["metrics"][t]["nmi"] for r in runs]
             # four places: a lead of 0.0004 on every seed read "+0.000" at three
             gain = f"vs `{t}`: {spread(ga, '+.4f')} / {spread(gn, '+.4f')}"
-        out.append(f"| `{m}`: {WHAT[m]} | {'no' if M.is_raw(m) else '**yes**'} | {acc} | {nmi} | {gain} |")
+        out.append(f"| `{m}`: {WHAT[m].format(pipeline=pipeline)} | {'no' if M.is_raw(m) else '**yes**'} | {acc} | {nmi} | {gain} |")
     return out
 
 
@@ -160,7 +162,7 @@ def main() -> None:
            "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
            + (f" --times {a.times}" if a.times else "")
            + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme"), "```", "",
-           f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs), "",
+           f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs, overrides(fm)), "",
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
            "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
@@ -214,7 +216,7 @@ def main() -> None:
              "([every figure, per seed, the commands and the stage times](docs/results.md)). Regenerate:",
              "", "```bash", *(command(f, tag) for tag, _, f in files), *([command(tfm, a.times)] if a.times else []),
              "make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\"" if tags != ["default"] else ""),
-             "```", "", *method_table(runs), "",
+             "```", "", *method_table(runs, overrides(fm)), "",
              "![each autoencoder method beside its raw twin, over seeds](docs/results_twins.png)", END]
     readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: "\n".join(block), text, flags=re.S))
     print("rewrote the results table in README.md")
