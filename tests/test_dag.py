@@ -1,14 +1,16 @@
-"""dvc.yaml is honest: each stage lists exactly the code its command imports, and the
-in-process sweep runner follows the same graph."""
+"""dvc.yaml is honest: each stage lists exactly the code its command imports and the params
+it reads, and the in-process sweep runner follows the same graph."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, with_value
 from latentlab import dag
 
 
@@ -93,3 +95,136 @@ def test_the_fingerprint_reads_the_code(package):
     a = dag.fingerprint("latentlab.m")
     (pkg / "m.py").write_text("x = 2\n")
     assert dag.fingerprint("latentlab.m") != a
+
+
+
+class Reading(dict):
+    """A plain config (a real dict, as stages get one) that notes the key paths a stage
+    touches (``reads.touched``) and the sections it takes whole (``reads.whole``: their
+    values iterated, copied, logged, instantiated or pickled). Listing a section's keys
+    reads none of their values."""
+
+    def __init__(self, data: dict, reads: SimpleNamespace, path: tuple = ()):
+        super().__init__({k: Reading(v, reads, (*path, k)) if isinstance(v, dict) else v for k, v in data.items()})
+        self._reads, self._path = reads, path
+
+    def _touch(self, key) -> None:
+        self._reads.touched.add((*self._path, key))
+
+    def _whole(self) -> None:
+        self._reads.whole.add(self._path)
+
+    def __getitem__(self, key):
+        self._touch(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self._touch(key)
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        self._touch(key)
+        return super().__contains__(key)
+
+    def items(self):
+        self._whole()
+        return super().items()
+
+    def values(self):
+        self._whole()
+        return super().values()
+
+    def __deepcopy__(self, memo):  # copied as a plain dict
+        self._whole()
+        return copy.deepcopy(plain(self), memo)
+
+
+def plain(obj):
+    """``obj`` with every Reading in it a plain dict, noted as read whole (torch.save of a
+    checkpoint's copy of a section: a weights-only load accepts plain containers only)."""
+    if isinstance(obj, Reading):
+        obj._whole()
+        return {k: plain(v) for k, v in dict.items(obj)}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+def read_keys(reads: SimpleNamespace, cfg: dict) -> set[str]:
+    """The dotted keys a stage depends on: every section it took whole, every leaf it read,
+    and every section it touched without looking inside (passed on, compared to None)."""
+    def is_section(path):
+        node = cfg
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return isinstance(node, dict)
+
+    events = reads.touched | reads.whole
+    keys = {p for p in reads.whole if p}
+    keys |= {p for p in reads.touched if not is_section(p) or not any(len(e) > len(p) and e[:len(p)] == p
+                                                                      for e in events)}
+    return {".".join(map(str, p)) for p in keys}
+
+
+def listed_keys(stage: dag.Stage) -> set[str]:
+    """The params.yaml keys a dvc.yaml stage lists (not those of its other params files)."""
+    out = set()
+    for entry in stage.params:
+        if isinstance(entry, str):
+            out.add(entry)
+        else:
+            out.update(entry.get("params.yaml", []))
+    return out
+
+
+def covered(key: str, listed: set[str]) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in listed)
+
+
+# Keys a stage reads only to refuse a config before its long work, not to make its output.
+GUARDS = {"train": {"cluster.k", "cluster.select_k", "cluster.k_range"}}  # k larger than the samples
+
+
+@pytest.mark.parametrize("task", ["cluster", "anomaly"])
+def test_every_stage_lists_exactly_the_params_it_reads(task, tmp_path, monkeypatch, tiny_cfg):
+    """DVC reruns a stage, and the sweep runner keys its cache, on the params dvc.yaml lists:
+    a key a stage reads but does not list serves a stale output when it changes; one it lists
+    but never reads reruns it for nothing. Each stage of the branch runs in-process (the sweep
+    runner, on a tiny real run) on a config that notes every key it reads."""
+    import torch
+
+    from latentlab import sweep
+
+    # fraction < 1: the self-labellings also rank their clusters' members (the branch that reads more)
+    cfg = {**tiny_cfg, "task": task}
+    for key, value in {"finetune.fraction": 0.9, "data.max_train": 800, "data.max_test": 200, "train.max_epochs": 1,
+                       "anomaly.max_epochs": 1, "finetune.epochs": 1, "finetune.min_steps": 1}.items():
+        cfg = with_value(cfg, key, value)  # what a stage reads does not depend on how much it computes
+    reads: dict[str, SimpleNamespace] = {}
+    timed = sweep.timed
+
+    def noting(fn, c, *args, run_id=None, **kwargs):  # as DVC calls it: no sweep's run to log into
+        reads[fn.__name__] = SimpleNamespace(touched=set(), whole=set())
+        return timed(fn, Reading(c, reads[fn.__name__]), *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "timed", noting)
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, *a, **kw: save(plain(obj), *a, **kw))
+    monkeypatch.setenv(sweep.CACHE_ENV, str(tmp_path / "cache"))
+    sweep.run_pipeline(cfg, tmp_path / "job")
+
+    stages = dag.load(ROOT, cfg)
+    ran = [s.name for s in dag.order(stages, sweep.TARGETS[task])]
+    assert sorted(reads) == sorted(ran)
+    wrong = {}
+    for name in ran:
+        read, listed = read_keys(reads[name], cfg) - GUARDS.get(name, set()), listed_keys(stages[name])
+        unlisted = sorted(k for k in read if not covered(k, listed))
+        unread = sorted(p for p in listed if not any(covered(k, {p}) or covered(p, {k}) for k in read))
+        if unlisted or unread:
+            wrong[name] = {"read, not listed": unlisted, "listed, never read": unread}
+    assert not wrong, f"dvc.yaml's params differ from what the stages read: {wrong}"

@@ -348,11 +348,12 @@ def fit_predict_many(x_fit: np.ndarray, x_score: np.ndarray | None,
     return {name: fit_predict(x_fit, x_score, name, **params) for name, params in recipes}
 
 
-def pipeline_params(cluster: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """The keyword arguments of ``fit_predict`` from the ``cluster`` config node."""
+def pipeline_params(cluster: Mapping[str, Any], seed: int, **fixed: Any) -> dict[str, Any]:
+    """The keyword arguments of ``fit_predict`` from the ``cluster`` config node; those given
+    in ``fixed`` are not read from it (a stage's cache must not depend on a key it overrides)."""
     keys = ("k", "n_init", "max_iter", "standardize", "pca", "manifold", "umap", "algorithm",
             "covariance_type", "minibatch_above", "max_fit", "assign_rest", "select_k", "k_range")
-    return {**{key: cluster[key] for key in keys}, "seed": seed}
+    return {**{key: cluster[key] for key in keys if key not in fixed}, **fixed, "seed": seed}
 
 
 def pixels(x: np.ndarray) -> np.ndarray:

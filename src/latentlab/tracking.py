@@ -58,7 +58,10 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
 
 # Each task logs to its own experiment, with only the config sections it reads: a
 # clustering run's params never show stale anomaly settings, and vice versa.
-TASK_SECTIONS = {"cluster": ("anomaly",), "anomaly": ("protocol", "cluster", "finetune", "baselines", "evaluate")}
+TASK_SECTIONS = {"cluster": ("anomaly",),
+                 "anomaly": ("protocol", "cluster", "finetune", "baselines", "evaluate", "export")}
+# train keys the anomaly branch does not use: it does not augment, and trains anomaly.max_epochs
+NOT_ANOMALY_TRAIN = ("augment", "max_epochs", "min_steps")
 
 
 def experiment_for(cfg: Mapping[str, Any], task: str) -> str:
@@ -66,10 +69,11 @@ def experiment_for(cfg: Mapping[str, Any], task: str) -> str:
 
 
 def task_params(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The config sections a task's run reads (anomaly runs do not augment: no train.augment)."""
+    """The config sections a task's run reads, and no other: dvc.yaml lists them as its
+    evaluate stage's params (a logged value it does not list would go stale)."""
     params = {k: v for k, v in cfg.items() if k not in ("task", *TASK_SECTIONS[task])}
     if task == "anomaly" and isinstance(params.get("train"), Mapping):
-        params["train"] = {k: v for k, v in params["train"].items() if k != "augment"}
+        params["train"] = {k: params["train"][k] for k in params["train"] if k not in NOT_ANOMALY_TRAIN}
     if isinstance(params.get("model"), Mapping):  # the model the run trained (anomaly.model, anomaly.latent_dim)
         params["model"] = task_model(cfg, task)
     if task == "anomaly" and isinstance(params.get("anomaly"), Mapping):

@@ -27,14 +27,15 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     take the other instead of queueing behind it."""
     ds = Prepared.load(data)
     x_fit, x_score = by_protocol(cfg["protocol"], pixels(ds.x_train), pixels(ds.x_test))
-    c = pipeline_params(cfg["cluster"], cfg["seed"])
-    km = {**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"}
+    # the pixels' own scaling and PCA, never the latents' (cluster.standardize / pca: not read)
+    c = pipeline_params(cfg["cluster"], cfg["seed"], standardize=False, pca=None)
+    km = {**c, "manifold": "none", "algorithm": "kmeans"}
     pcs = cfg["baselines"]["pca_components"]
     if pcs > min(x_fit.shape):  # a small table: PCA keeps what there is
         print(f"  baselines.pca_components={pcs} exceeds the data's {min(x_fit.shape)} dimensions/samples: "
               f"using {min(x_fit.shape)}", flush=True)
         pcs = min(x_fit.shape)
-    groups = [[(M.RAW_CLUSTER, {**c, "standardize": False, "pca": pcs})],
+    groups = [[(M.RAW_CLUSTER, {**c, "pca": pcs})],
               [(M.RAW_KMEANS, km), (M.RAW_PCA_KMEANS, {**km, "pca": pcs})]]
     fitted = {name: r for part in Parallel(n_jobs=len(groups))(delayed(fit_predict_many)(x_fit, x_score, g) for g in groups)
               for name, r in part.items()}

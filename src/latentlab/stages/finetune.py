@@ -29,7 +29,7 @@ def finetune(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path,
     x_score = None if cfg["protocol"] == "all" else x_test  # under `all` the fitted images are the scored ones
     with np.load(assignments) as a:
         fit_labels, fit_typical, score_labels = a["fit_labels"], a["fit_typicality"], a[M.AUTOENCODER]
-        k = int(a["k"]) if "k" in a.files else cfg["cluster"]["k"]  # cluster.select_k may have chosen it
+        k = int(a["k"])  # the cluster stage's (cluster.select_k may have chosen it)
     neighbors = None
     if f["rounds"] > 0 and f["fraction"] < 1.0:  # with every member used, nothing is ranked
         with np.load(latents) as z:
