@@ -13,6 +13,8 @@ one JSON line to bench/results/calibrate.jsonl. Work files live in --work (defau
     python bench/calibrate.py graph orig 0
     # share of each point's 20 nearest neighbours with its label: pixels' PCA(50), latents
     python bench/calibrate.py knn orig
+    # DCEC + augmentation (DEC-DA) from the tag's clusters: its encoder trained on them
+    python bench/calibrate.py dec conv10 100 cluster=kmeans model.latent_dim=10
 """
 
 from __future__ import annotations
@@ -147,6 +149,84 @@ def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
              "seconds": round(time.perf_counter() - t), **scores(y, labels)})
 
 
+def dec(work: Path, tag: str, seed: int, overrides: list[str], *, gamma: float = 0.1, augment: bool = True,
+        maxiter: int = 20000, update: int = 140, tol: float = 0.001, batch: int = 256, lr: float = 1e-3) -> None:
+    """DCEC (Guo et al. 2017) on the tag's autoencoder, with DEC-DA's augmentation: cluster
+    centres in the code (the means of the tag's cluster-stage clusters), Student-t soft
+    assignments q, their sharpened targets p (recomputed every ``update`` steps), and the
+    encoder, decoder and centres trained on KL(p || q) + ``gamma`` x reconstruction MSE of the
+    original image from its rotated/shifted copy, until under ``tol`` of the labels change.
+    A measurement of the mechanism, not a stage (yet): prints and records every update."""
+    import torch
+    from torch import nn
+
+    from latentlab import models
+    from latentlab.data import Prepared
+    from latentlab.metrics import scores
+
+    torch.manual_seed(seed)
+    cfg = _cfg(seed, overrides)
+    data, out = _data(work, cfg), work / tag
+    x = torch.from_numpy(Prepared.load(data).split("all")[0])  # train then test, as the labels
+    y = _labels(data)
+    ae = models.load(out / "model.pt")
+    with np.load(out / "cluster.npz") as c:
+        init = c["autoencoder"]
+    deg, shift = cfg["train"]["augment"]["degrees"], cfg["train"]["augment"]["translate"]
+    deg, shift = (2 * deg, 2 * shift) if augment else (0.0, 0.0)  # DEC-DA's 10 degrees / 0.1 for MNIST
+
+    def images(idx) -> torch.Tensor:
+        return models.to_float(x[idx]).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def codes() -> torch.Tensor:
+        ae.eval()
+        return torch.cat([ae.encode(images(slice(i, i + 2048))) for i in range(0, len(x), 2048)])
+
+    z = codes()
+    mu = nn.Parameter(torch.stack([z[torch.from_numpy(init == j)].mean(0) for j in np.unique(init)]))
+    opt = torch.optim.Adam([*ae.parameters(), mu], lr=lr)
+
+    def soft(zb: torch.Tensor) -> torch.Tensor:  # Student-t (one degree of freedom) similarity to each centre
+        q = 1.0 / (1.0 + torch.cdist(zb, mu).pow(2))
+        return q / q.sum(1, keepdim=True)
+
+    rng, t, prev, step, history = np.random.default_rng(seed), time.perf_counter(), init, 0, []
+    order, pos = rng.permutation(len(x)), 0
+    while step < maxiter:
+        if step % update == 0:
+            with torch.inference_mode():
+                q = soft(codes())
+            w = q.pow(2) / q.sum(0)
+            target = w / w.sum(1, keepdim=True)
+            labels = q.argmax(1).numpy()
+            changed, prev = float((labels != prev).mean()), labels
+            history.append({"step": step, "changed": changed, "s": round(time.perf_counter() - t),
+                            **scores(y, labels)})
+            print(history[-1], flush=True)
+            if step > 0 and changed < tol:
+                break
+        if pos + batch > len(x):
+            order, pos = rng.permutation(len(x)), 0
+        idx = torch.from_numpy(order[pos:pos + batch])
+        pos += batch
+        xb = images(idx)
+        ae.train()
+        zb = ae.encode(models.random_affine(xb, deg, shift) if augment else xb)
+        loss = nn.functional.kl_div(soft(zb).log(), target[idx], reduction="batchmean")
+        if gamma > 0:
+            loss = loss + gamma * nn.functional.mse_loss(ae.decode(zb), xb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+    with torch.inference_mode():
+        labels = soft(codes()).argmax(1).numpy()
+    _record({"what": "dec", "tag": tag, "seed": seed, "overrides": overrides, "gamma": gamma, "augment": augment,
+             "steps": step, "seconds": round(time.perf_counter() - t), "init": scores(y, init),
+             "history": history, **scores(y, labels)})
+
+
 def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
@@ -175,13 +255,16 @@ def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["cluster", "finetune", "graph", "knn"])
+    p.add_argument("what", choices=["cluster", "finetune", "graph", "knn", "dec"])
     p.add_argument("tag", help="names the autoencoder (a folder under --work); knn: a comma-separated list")
     p.add_argument("seed", type=int, nargs="?", default=0)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "latentlab-calibrate")
     p.add_argument("--threads", type=int, help="torch threads (two runs side by side: 1 each)")
     p.add_argument("--from-model", type=Path, help="cluster: start from this trained model.pt instead of training")
+    p.add_argument("--gamma", type=float, default=0.1, help="dec: weight of the reconstruction loss")
+    p.add_argument("--no-augment", action="store_true", help="dec: DCEC as published, unaugmented")
+    p.add_argument("--maxiter", type=int, default=20000, help="dec: most optimizer steps")
     a = p.parse_args()
     if a.threads:
         import torch
@@ -193,6 +276,8 @@ def main() -> None:
         shutil.copy(a.from_model, a.work / a.tag / "model.pt")
     if a.what == "knn":
         knn(a.work, a.tag.split(","))
+    elif a.what == "dec":
+        dec(a.work, a.tag, a.seed, a.overrides, gamma=a.gamma, augment=not a.no_augment, maxiter=a.maxiter)
     else:
         {"cluster": cluster, "finetune": finetune, "graph": graph}[a.what](a.work, a.tag, a.seed, a.overrides)
 
