@@ -97,7 +97,6 @@ def test_the_fingerprint_reads_the_code(package):
     assert dag.fingerprint("latentlab.m") != a
 
 
-
 class Reading(dict):
     """A plain config (a real dict, as stages get one) that notes the key paths a stage
     touches (``reads.touched``) and the sections it takes whole (``reads.whole``: their
