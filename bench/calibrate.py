@@ -150,12 +150,14 @@ def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
 
 def dec(work: Path, tag: str, seed: int, overrides: list[str], *, gamma: float = 0.1, augment: bool = True,
-        maxiter: int = 20000, update: int = 140, tol: float = 0.001, batch: int = 256, lr: float = 1e-3) -> None:
+        maxiter: int = 20000, update: int = 140, tol: float = 0.001, batch: int = 256, lr: float = 1e-3,
+        degrees: float = 10.0, translate: float = 0.1) -> None:
     """DCEC (Guo et al. 2017) on the tag's autoencoder, with DEC-DA's augmentation: cluster
     centres in the code (the means of the tag's cluster-stage clusters), Student-t soft
     assignments q, their sharpened targets p (recomputed every ``update`` steps), and the
     encoder, decoder and centres trained on KL(p || q) + ``gamma`` x reconstruction MSE of the
-    original image from its rotated/shifted copy, until under ``tol`` of the labels change.
+    original image from its copy rotated by up to ``degrees`` and shifted by up to ``translate``
+    (DEC-DA's MNIST values), until under ``tol`` of the labels change.
     A measurement of the mechanism, not a stage (yet): prints and records every update."""
     import torch
     from torch import nn
@@ -172,14 +174,12 @@ def dec(work: Path, tag: str, seed: int, overrides: list[str], *, gamma: float =
     ae = models.load(out / "model.pt")
     with np.load(out / "cluster.npz") as c:
         init = c["autoencoder"]
-    deg, shift = cfg["train"]["augment"]["degrees"], cfg["train"]["augment"]["translate"]
-    deg, shift = (2 * deg, 2 * shift) if augment else (0.0, 0.0)  # DEC-DA's 10 degrees / 0.1 for MNIST
 
     def images(idx) -> torch.Tensor:
         return models.to_float(x[idx]).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def codes() -> torch.Tensor:
+    def codes() -> torch.Tensor:  # models.encode without its decoder pass (the MSE is not needed here)
         ae.eval()
         return torch.cat([ae.encode(images(slice(i, i + 2048))) for i in range(0, len(x), 2048)])
 
@@ -212,7 +212,7 @@ def dec(work: Path, tag: str, seed: int, overrides: list[str], *, gamma: float =
         pos += batch
         xb = images(idx)
         ae.train()
-        zb = ae.encode(models.random_affine(xb, deg, shift) if augment else xb)
+        zb = ae.encode(models.random_affine(xb, degrees, translate) if augment else xb)
         loss = nn.functional.kl_div(soft(zb).log(), target[idx], reduction="batchmean")
         if gamma > 0:
             loss = loss + gamma * nn.functional.mse_loss(ae.decode(zb), xb)
