@@ -49,7 +49,8 @@ def dvc(repo: Path, *args: str) -> tuple[str, float]:
     return r.stdout, elapsed
 
 
-BRANCHES = {"clustering": ("download", "train", "embed", "cluster", "finetune", "baselines", "raw_selflabel",
+BRANCHES = {"clustering": ("download", "train", "embed", "cluster", "finetune", "dec", "baselines", "raw_selflabel",
+                           "raw_dec",
                            "export", "evaluate"),
             "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
 
@@ -165,12 +166,12 @@ def main() -> None:
     if len(runs) > 1:
         print(f"\n{len(runs)} seeds {[r['seed'] for r in runs]}, overrides {a.overrides or 'none'}: "
               "mean [min, max]\n\n| method | ACC | NMI | ARI |\n| --- | ---: | ---: | ---: |")
-        for m in [*M.METHODS, *variants]:
+        for m in [m for m in [*M.METHODS, *variants] if all(m in r["metrics"] for r in runs)]:
             cells = [spread([r["metrics"][m][k] for r in runs]) for k in ("acc", "nmi", "ari")]
             print(f"| {m} | {' | '.join(cells)} |")
         print("\npaired gain over the raw twin (per-seed differences): mean [min, max]\n\n"
               "| method | twin | ACC gain | NMI gain | ahead on every seed |\n| --- | --- | ---: | ---: | --- |")
-        for m, twin in M.TWINS.items():
+        for m, twin in [(m, t) for m, t in M.TWINS.items() if all(m in r["metrics"] for r in runs)]:
             gains = {k: [r["metrics"][m][k] - r["metrics"][twin][k] for r in runs] for k in ("acc", "nmi")}
             ahead = all(g > 0 for k in gains for g in gains[k])
             print(f"| {m} | {twin} | {spread(gains['acc'], '+.4f')} | {spread(gains['nmi'], '+.4f')} | "

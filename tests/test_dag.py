@@ -198,9 +198,10 @@ def test_every_stage_lists_exactly_the_params_it_reads(task, tmp_path, monkeypat
 
     from latentlab import sweep
 
-    # fraction < 1: the self-labellings also rank their clusters' members (the branch that reads more)
+    # fraction < 1: the self-labellings also rank their clusters' members (the branch that reads more);
+    # DEC on: off, its stages read only dec.enabled
     cfg = {**tiny_cfg, "task": task}
-    for key, value in {"finetune.fraction": 0.9, "data.max_train": 800, "data.max_test": 200, "train.max_epochs": 1,
+    for key, value in {"finetune.fraction": 0.9, "dec.enabled": True, "dec.steps": 3, "dec.update": 2, "data.max_train": 800, "data.max_test": 200, "train.max_epochs": 1,
                        "anomaly.max_epochs": 1, "finetune.epochs": 1, "finetune.min_steps": 1}.items():
         cfg = with_value(cfg, key, value)  # what a stage reads does not depend on how much it computes
     reads: dict[str, SimpleNamespace] = {}

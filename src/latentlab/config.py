@@ -325,6 +325,16 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "finetune.views", 1, 64)
     _float(cfg, "finetune.augment.degrees", 0.0, 180.0)
     _float(cfg, "finetune.augment.translate", 0.0, 0.5)
+    if not isinstance(_get(cfg, "dec.enabled"), bool):
+        raise ConfigError(f"dec.enabled must be true or false, got {cfg['dec']['enabled']!r}")
+    _int(cfg, "dec.steps", 1)
+    _int(cfg, "dec.update", 1)
+    _float(cfg, "dec.tol", 0.0, 1.0)
+    _float(cfg, "dec.gamma", 0.0, 1e6)
+    _float(cfg, "dec.lr", 0.0, 10.0, lo_open=True)
+    _int(cfg, "dec.batch_size", 1)
+    _float(cfg, "dec.augment.degrees", 0.0, 180.0)
+    _float(cfg, "dec.augment.translate", 0.0, 0.5)
     # A file dataset's dimension is known only once it is read: PCA is clipped to it there.
     _int(cfg, "baselines.pca_components", 1, INPUT_DIMS.get(name))
 

@@ -9,15 +9,20 @@ VAL_LOSS = f"val/{RECON_LOSS}"
 AUTOENCODER = "autoencoder"                  # the autoencoder's latents -> the `cluster` config's pipeline
 AUTOENCODER_KMEANS = "autoencoder_kmeans"    # the autoencoder's latents -> k-means
 AUTOENCODER_SELFLABEL = "autoencoder_selflabel"  # the encoder trained further on its own confident clusters
+AUTOENCODER_DEC = "autoencoder_dec"          # encoder, decoder and cluster centres trained together (dec.enabled)
 RAW_KMEANS = "raw_kmeans"                    # baseline: k-means on raw pixels
 RAW_PCA_KMEANS = "raw_pca_kmeans"            # baseline: PCA on raw pixels -> k-means
 RAW_CLUSTER = "raw_cluster"                  # baseline: PCA on raw pixels -> the `cluster` config's pipeline
 RAW_SELFLABEL = "raw_selflabel"              # baseline: a fresh network self-labelled on raw_cluster's clusters
-AUTOENCODER_METHODS = (AUTOENCODER_SELFLABEL, AUTOENCODER, AUTOENCODER_KMEANS)
-RAW_METHODS = (RAW_SELFLABEL, RAW_CLUSTER, RAW_PCA_KMEANS, RAW_KMEANS)
+RAW_DEC = "raw_dec"                          # baseline: a fresh network's DEC from raw_cluster's clusters (dec.enabled)
+AUTOENCODER_METHODS = (AUTOENCODER_SELFLABEL, AUTOENCODER_DEC, AUTOENCODER, AUTOENCODER_KMEANS)
+RAW_METHODS = (RAW_SELFLABEL, RAW_DEC, RAW_CLUSTER, RAW_PCA_KMEANS, RAW_KMEANS)
 METHODS = (*AUTOENCODER_METHODS, *RAW_METHODS)
+# Scored only when turned on (dec.enabled): their stages then write them, else nothing.
+OPTIONAL = (AUTOENCODER_DEC, RAW_DEC)
 # Each autoencoder method's raw twin: the same procedure with the pixels in place of the latents.
-TWINS = {AUTOENCODER_SELFLABEL: RAW_SELFLABEL, AUTOENCODER: RAW_CLUSTER, AUTOENCODER_KMEANS: RAW_KMEANS}
+TWINS = {AUTOENCODER_SELFLABEL: RAW_SELFLABEL, AUTOENCODER_DEC: RAW_DEC, AUTOENCODER: RAW_CLUSTER,
+         AUTOENCODER_KMEANS: RAW_KMEANS}
 # What the exported `cluster` column and `latentlab predict` give: the best autoencoder method.
 FINAL = AUTOENCODER_SELFLABEL
 

@@ -34,7 +34,7 @@ CACHE_ENV = "LATENTLAB_SWEEP_CACHE"
 # The last stage of each task's branch: the runner runs it and every stage it needs.
 TARGETS = {"cluster": "evaluate", "anomaly": "anomaly_evaluate"}
 # Stages that read neither the model nor its params (the raw baselines): computed once per key for every job.
-SHARED = ("download", "baselines", "raw_selflabel")
+SHARED = ("download", "baselines", "raw_selflabel", "raw_dec")
 # Where the files come from does not change them (they are checksummed): not part of a key.
 NOT_IN_KEY = ("data.mirror", "data.cache")
 

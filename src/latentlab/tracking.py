@@ -59,7 +59,7 @@ def store_lock(uri: str | None = None) -> Iterator[None]:
 # Each task logs to its own experiment, with only the config sections it reads: a
 # clustering run's params never show stale anomaly settings, and vice versa.
 TASK_SECTIONS = {"cluster": ("anomaly",),
-                 "anomaly": ("protocol", "cluster", "finetune", "baselines", "evaluate", "export")}
+                 "anomaly": ("protocol", "cluster", "finetune", "dec", "baselines", "evaluate", "export")}
 # train keys the anomaly branch does not use: it does not augment, and trains anomaly.max_epochs
 NOT_ANOMALY_TRAIN = ("augment", "max_epochs", "min_steps")
 

@@ -38,7 +38,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     for path in assignments:
         with np.load(path) as a:
             labels.update({k: a[k] for k in a.files})
-    missing = [m for m in M.METHODS if m not in labels]
+    missing = [m for m in M.METHODS if m not in labels and m not in M.OPTIONAL]
+    methods = [m for m in M.METHODS if m in labels]  # the optional ones when their stages ran
+    twins = {m: t for m, t in M.TWINS.items() if m in labels and t in labels}
     if missing:
         raise LatentlabError(f"assignments for {missing} not found in {[str(p) for p in assignments]}")
     with np.load(latents) as z:
@@ -53,13 +55,13 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     # Label-free quality is judged in one space that no autoencoder shapes (a PCA of the
     # inputs), so that every method and every run of a sweep compare.
     common = metrics.common_space(x_score, seed=cfg["seed"])
-    for m in M.METHODS:
+    for m in methods:
         result[m] = {**(metrics.scores(y, labels[m]) if ds.labelled else {}),
                      **metrics.label_free(common, labels[m], seed=cfg["seed"]),
                      "n_clusters": int(len(np.unique(labels[m])))}
     if ds.labelled:  # what the latent space bought: each autoencoder method against its raw twin
         result["gain"] = {m: {"twin": twin, **{s: result[m][s] - result[twin][s] for s in ("acc", "nmi")}}
-                          for m, twin in M.TWINS.items()}
+                          for m, twin in twins.items()}
     hist = history_file.read(history)
     mean_mse = models.mean_sample_mse(x_fit, x_score)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
@@ -81,24 +83,24 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
             plots.loss_curve(hist, tmp / "loss_curve.png"),
         ]
         if ds.labelled:
-            drawn.append(plots.twin_bars(plots.twin_rows([result], M.TWINS), tmp / "twins.png"))
+            drawn.append(plots.twin_bars(plots.twin_rows([result], twins), tmp / "twins.png"))
         if ds.is_images:
             drawn.append(plots.reconstruction_grid(originals.numpy(), recons, tmp / "reconstructions.png"))
-        for m in M.METHODS if ds.labelled else ():
+        for m in methods if ds.labelled else ():
             s = result[m]
             drawn.append(plots.contingency_heatmap(
                 metrics.contingency(y, labels[m]), tmp / f"contingency_{m}.png",
                 f"{m}: ACC {s['acc']:.3f}, NMI {s['nmi']:.3f}"))
     figures = [plots_dir / p.name for p in drawn]
     with atomic_dir(scores_dir) as tmp:
-        for m in M.METHODS:
+        for m in methods:
             write_json(tmp / f"{m}.json", headline(result, m))
     write_json(metrics_out, result)
 
     stall = (f"STALLED: the autoencoder reconstructs no better than the mean sample (MSE {result['recon_mse']:.4f} "
              f"vs {mean_mse:.4f}), so its latents carry little | " if result["train"]["stalled"] else "")
-    summary = stall + " | ".join(_line(result, m, ds.labelled) for m in M.METHODS)
-    flat = {f"{m}/{k}": v for m in M.METHODS for k, v in result[m].items()}
+    summary = stall + " | ".join(_line(result, m, ds.labelled) for m in methods)
+    flat = {f"{m}/{k}": v for m in methods for k, v in result[m].items()}
     flat.update({f"gain/{m}/{s}": g[s] for m, g in result.get("gain", {}).items() for s in ("acc", "nmi")})
     flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
                  "epochs": result["train"]["epochs"]})

@@ -1,0 +1,51 @@
+"""Stage `dec`: deep embedded clustering of the autoencoder's code (autoencoder_dec), when dec.enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentlab import dec as deep
+from latentlab import metric_names as M
+from latentlab import models
+from latentlab.data import Prepared
+from latentlab.files import save_npz
+from latentlab.stages.common import main
+
+
+def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out: Path) -> str:
+    """The ``autoencoder_dec`` method: the autoencoder's encoder, decoder and a centre per
+    cluster of the cluster stage trained together (DCEC with DEC-DA's augmentation, the
+    ``dec`` section), then every scored point given its nearest centre. With
+    dec.enabled=false, an empty file: evaluate then scores no autoencoder_dec."""
+    d = cfg["dec"]
+    if not d["enabled"]:
+        save_npz(out)
+        return f"dec.enabled=false: wrote {out} with no assignments"
+    x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
+    with np.load(assignments) as a:
+        init = a["fit_labels"]
+    ae = models.load(model)
+    result = deep.fit(ae.encoder, x_fit, init, decoder=ae.decoder, seed=cfg["seed"], **recipe(d), gamma=d["gamma"])
+    labels = result.labels if cfg["protocol"] == "all" else result.predict(x_test)
+    save_npz(out, **{M.AUTOENCODER_DEC: labels})
+    return f"wrote {out}: {summary(result)}"
+
+
+def recipe(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``dec.fit``'s arguments that the autoencoder method and its raw twin share (the
+    twin has no decoder: no gamma)."""
+    return {key: d[key] for key in ("steps", "update", "tol", "lr", "batch_size", "augment")}
+
+
+def summary(result: deep.DECResult) -> str:
+    last = result.history[-1]["changed"] if result.history else float("nan")
+    return (f"{len(result.labels)} fitted points, {result.steps} steps, {len(result.history)} target updates, "
+            f"{last:.2%} of the labels changed at the last")
+
+
+if __name__ == "__main__":  # DVC: python -m latentlab.stages.dec --help
+    main(dec)
