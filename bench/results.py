@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- results:start (make results writes this table) -->", "<!-- results:end -->"
 WHAT = {M.AUTOENCODER_SELFLABEL: "the autoencoder's encoder trained further on its own clusters",
+        M.AUTOENCODER_DEC: "the autoencoder's encoder, decoder and cluster centres trained together (DEC)",
         M.AUTOENCODER: "the `cluster` config ({pipeline}) on the autoencoder's latents",
         M.AUTOENCODER_KMEANS: "k-means on the autoencoder's latents",
         M.RAW_SELFLABEL: "a fresh CNN trained the same way on raw_cluster's clusters",
+        M.RAW_DEC: "a fresh CNN's DEC from raw_cluster's clusters",
         M.RAW_CLUSTER: "the `cluster` config ({pipeline}) on a PCA(50) of the pixels",
         M.RAW_PCA_KMEANS: "k-means on a PCA(50) of the pixels",
         M.RAW_KMEANS: "k-means on the pixels"}
@@ -77,15 +79,18 @@ def command(fm: dict, tag: str) -> str:
             f"--seeds {seeds}{sets}{target}{jobs} --tag {tag}")
 
 
+def scored(runs: list[dict], methods=M.METHODS) -> list[str]:
+    """The methods every run scored (the optional ones only when they ran)."""
+    return [m for m in methods if all(m in r["metrics"] for r in runs)]
+
+
 def method_table(runs: list[dict], sets: list[str]) -> list[str]:
     """One row per method: ACC and NMI mean [min, max] over the runs, the gain over the twin.
     ``sets``: the runs' overrides, which may name another cluster pipeline than the default's."""
     pipeline = "as overridden" if any(o.lstrip("+").startswith("cluster") for o in sets) else "UMAP + GMM"
     out = ["| method | uses the autoencoder | ACC | NMI | gain over its raw twin (ACC / NMI, per-seed mean [min, max]) |",
            "| --- | --- | --- | --- | --- |"]
-    for m in M.METHODS:
-        if m not in runs[0]["metrics"]:
-            continue
+    for m in scored(runs):
         acc = spread([r["metrics"][m]["acc"] for r in runs])
         nmi = spread([r["metrics"][m]["nmi"] for r in runs])
         gain = "(baseline)"
@@ -100,12 +105,13 @@ def method_table(runs: list[dict], sets: list[str]) -> list[str]:
 
 
 def verdicts(runs: list[dict]) -> list[str]:
-    best = max(M.AUTOENCODER_METHODS, key=lambda m: sum(r["metrics"][m]["acc"] for r in runs))
+    best = max(scored(runs, M.AUTOENCODER_METHODS), key=lambda m: sum(r["metrics"][m]["acc"] for r in runs))
+    raws = scored(runs, M.RAW_METHODS)
     lines = []
     for r in runs:
         m = r["metrics"]
-        raw_best = max(M.RAW_METHODS, key=lambda x: m[x]["acc"])
-        ahead = all(m[best][k] > m[x][k] for x in M.RAW_METHODS for k in ("acc", "nmi"))
+        raw_best = max(raws, key=lambda x: m[x]["acc"])
+        ahead = all(m[best][k] > m[x][k] for x in raws for k in ("acc", "nmi"))
         lines.append(f"- seed {r['seed']}: `{best}` {m[best]['acc']:.4f} / {m[best]['nmi']:.4f}; best raw "
                      f"`{raw_best}` {m[raw_best]['acc']:.4f} / {m[raw_best]['nmi']:.4f}; ahead of every raw "
                      f"method in ACC and NMI: **{'yes' if ahead else 'no'}**")
@@ -168,10 +174,10 @@ def main() -> None:
            "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
            "and `latentlab predict` give.", "", "## The bar: the best autoencoder method against every raw method", "",
            *verdicts(runs), "", "## Per seed (ACC / NMI)", "",
-           "| seed | " + " | ".join(f"`{m}`" for m in M.METHODS) + " |", "| ---: |" + " --- |" * len(M.METHODS)]
+           "| seed | " + " | ".join(f"`{m}`" for m in scored(runs)) + " |", "| ---: |" + " --- |" * len(scored(runs))]
     for r in runs:
         doc.append(f"| {r['seed']} | " + " | ".join(f"{r['metrics'][m]['acc']:.4f} / {r['metrics'][m]['nmi']:.4f}"
-                                                   for m in M.METHODS) + " |")
+                                                   for m in scored(runs)) + " |")
     timed, timing = runs, []
     if a.times:  # stage times from a run alone: side-by-side seeds share the cores
         tfm = load(RESULTS / f"full_mnist-{a.times}.json")

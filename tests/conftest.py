@@ -52,6 +52,7 @@ TINY = [
     "data.max_train=1500", "data.max_test=500", "train.max_epochs=5", "anomaly.max_epochs=5", "train.batch_size=64",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2",
     "finetune.epochs=2", "finetune.min_steps=60", "finetune.batch_size=64", "baselines.pca_components=20", "evaluate.plot_points=500", "evaluate.n_images=4",
+    "dec.steps=40", "dec.update=20", "dec.batch_size=64",
 ]
 
 
@@ -83,29 +84,32 @@ def with_value(cfg: dict, key: str, value) -> dict:
 def small(tmp_path_factory, mirror, empty_store):
     """One small real run shared by the in-process stage tests: 1,500 + 500 MNIST images
     prepared, the default (conv) autoencoder trained 5 epochs (at 3 it has not yet beaten
-    the mean image), latents, cluster and baseline assignments, both self-labellings, in a
-    session folder. Tests read these files and write their own; ``train_line`` is the
+    the mean image), latents, cluster and baseline assignments, both self-labellings and
+    (dec.enabled) both DECs, in a session folder. Tests read these files and write their own; ``train_line`` is the
     training's summary line."""
     from omegaconf import OmegaConf
 
     from latentlab.config import compose
     from latentlab.stages.baselines import baselines
     from latentlab.stages.cluster import cluster
+    from latentlab.stages.dec import dec
     from latentlab.stages.download import download
     from latentlab.stages.embed import embed
     from latentlab.stages.finetune import finetune
+    from latentlab.stages.raw_dec import raw_dec
     from latentlab.stages.raw_selflabel import raw_selflabel
     from latentlab.stages.train import train
 
     d = tmp_path_factory.mktemp("small")
-    cfg = OmegaConf.to_container(compose(TINY), resolve=True)
+    cfg = OmegaConf.to_container(compose([*TINY, "dec.enabled=true"]), resolve=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LATENTLAB_DATA_MIRROR", str(mirror))
         mp.setenv("MLFLOW_TRACKING_URI", new_store(empty_store, d / "mlflow.db"))
         p = {k: d / v for k, v in {"data": "prepared.npz", "model": "model.pt", "history": "history.csv",
                                    "latents": "latents.npz", "assignments": "assignments.npz",
                                    "baselines": "baselines.npz", "selflabel": "selflabel.npz",
-                                   "classifier": "classifier.pt", "raw_selflabel": "raw_selflabel.npz"}.items()}
+                                   "classifier": "classifier.pt", "raw_selflabel": "raw_selflabel.npz",
+                                   "dec": "dec.npz", "raw_dec": "raw_dec.npz"}.items()}
         download(cfg, p["data"])
         p["train_line"] = train(cfg, p["data"], p["model"], p["history"])  # its summary line
         embed(cfg, p["data"], p["model"], p["latents"])
@@ -113,5 +117,8 @@ def small(tmp_path_factory, mirror, empty_store):
         baselines(cfg, p["data"], p["baselines"])
         finetune(cfg, p["data"], p["model"], p["assignments"], p["latents"], p["selflabel"], p["classifier"])
         raw_selflabel(cfg, p["data"], p["baselines"], p["raw_selflabel"])
-    p["all"] = [p["assignments"], p["selflabel"], p["baselines"], p["raw_selflabel"]]  # what evaluate reads
+        dec(cfg, p["data"], p["model"], p["assignments"], p["dec"])
+        raw_dec(cfg, p["data"], p["baselines"], p["raw_dec"])
+    # what evaluate reads
+    p["all"] = [p["assignments"], p["selflabel"], p["baselines"], p["raw_selflabel"], p["dec"], p["raw_dec"]]
     return cfg, p
