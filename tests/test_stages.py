@@ -233,3 +233,47 @@ def test_a_conv_autoencoder_goes_through_every_stage_and_its_encoder_reloads(sma
         torch.testing.assert_close(ae.encode(x), plain.encode(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ae(x), plain(x), rtol=1e-5, atol=1e-5)
         assert clf(x).shape == (5, 10)
+
+
+def test_the_stages_write_one_method_each_or_nothing_when_off(small, tmp_path):
+    """dec.enabled=false (the default): both stages write an empty file and evaluate scores
+    neither method; on, each writes its method for every scored point."""
+    from latentlab.stages.dec import dec
+    from latentlab.stages.evaluate import evaluate
+    from latentlab.stages.raw_dec import raw_dec
+
+    cfg, p = small
+    with np.load(p["dec"]) as a, np.load(p["raw_dec"]) as b, np.load(p["assignments"]) as c:
+        assert a.files == [M.AUTOENCODER_DEC] and b.files == [M.RAW_DEC]
+        assert len(a[M.AUTOENCODER_DEC]) == len(b[M.RAW_DEC]) == len(c[M.AUTOENCODER])
+    off = with_value(cfg, "dec.enabled", False)
+    assert "dec.enabled=false" in dec(off, p["data"], p["model"], p["assignments"], tmp_path / "dec.npz")
+    assert "dec.enabled=false" in raw_dec(off, p["data"], p["baselines"], tmp_path / "raw_dec.npz")
+    for f in ("dec.npz", "raw_dec.npz"):
+        with np.load(tmp_path / f) as a:
+            assert a.files == []
+    files = [*p["all"][:4], tmp_path / "dec.npz", tmp_path / "raw_dec.npz"]
+    line = evaluate(off, p["data"], p["model"], p["history"], p["latents"], files, tmp_path / "m.json",
+                    tmp_path / "scores", tmp_path / "plots")
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert not any(x in m or x in m["gain"] or x in line for x in M.OPTIONAL)
+    assert sorted(f.stem for f in (tmp_path / "scores").iterdir()) == sorted(set(M.METHODS) - set(M.OPTIONAL))
+
+
+def test_the_stages_score_the_test_split_under_train_test(small, tmp_path):
+    """protocol=train_test: fitted on train, the test images each get their nearest centre."""
+    from latentlab.data import Prepared
+    from latentlab.stages.baselines import baselines
+    from latentlab.stages.cluster import cluster
+    from latentlab.stages.dec import dec
+    from latentlab.stages.raw_dec import raw_dec
+
+    cfg, p = small
+    c = with_value(with_value(cfg, "protocol", "train_test"), "dec.steps", 5)
+    cluster(c, p["latents"], tmp_path / "a.npz")
+    baselines(c, p["data"], tmp_path / "b.npz")
+    dec(c, p["data"], p["model"], tmp_path / "a.npz", tmp_path / "dec.npz")
+    raw_dec(c, p["data"], tmp_path / "b.npz", tmp_path / "raw_dec.npz")
+    n_test = len(Prepared.load(p["data"]).split("train_test")[3])
+    with np.load(tmp_path / "dec.npz") as a, np.load(tmp_path / "raw_dec.npz") as b:
+        assert len(a[M.AUTOENCODER_DEC]) == len(b[M.RAW_DEC]) == n_test
