@@ -131,6 +131,8 @@ _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "mode
 UI_COLUMNS = {
     "cluster": [*(f"metrics.`{m}/{s}`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER) for s in ("acc", "nmi")),
                 *(f"metrics.`gain/{m}/acc`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER)),
+                # deep embedded clustering, filled in runs that turn it on (+experiment=kmeans)
+                f"metrics.`{M.AUTOENCODER_DEC}/acc`", f"metrics.`gain/{M.AUTOENCODER_DEC}/acc`",
                 f"metrics.`{M.RAW_SELFLABEL}/acc`", f"metrics.`{M.RAW_CLUSTER}/acc`", "metrics.`recon_mse`",
                 # what runs of unlabelled data have instead
                 f"metrics.`{M.FINAL}/silhouette`", f"metrics.`{M.FINAL}/davies_bouldin`",
