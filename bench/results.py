@@ -27,7 +27,7 @@ WHAT = {M.AUTOENCODER_SELFLABEL: "the autoencoder's encoder trained further on i
         M.AUTOENCODER: "the `cluster` config ({pipeline}) on the autoencoder's latents",
         M.AUTOENCODER_KMEANS: "k-means on the autoencoder's latents",
         M.RAW_SELFLABEL: "a fresh CNN trained the same way on raw_cluster's clusters",
-        M.RAW_DEC: "a fresh CNN's DEC from raw_cluster's clusters",
+        M.RAW_DEC: "DEC from raw_cluster's clusters, its encoder starting as the pixels' PCA(50)",
         M.RAW_CLUSTER: "the `cluster` config ({pipeline}) on a PCA(50) of the pixels",
         M.RAW_PCA_KMEANS: "k-means on a PCA(50) of the pixels",
         M.RAW_KMEANS: "k-means on the pixels"}

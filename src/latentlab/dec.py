@@ -14,8 +14,10 @@ seed 100. It sharpens the clusters it starts from: from clusters that are not ro
 the raw code (UMAP + GMM's) it loses ground, so it is the k-means user's method.
 
 Two uses, as for self-labelling: ``autoencoder_dec`` trains the autoencoder's own encoder
-and decoder from the cluster stage's clusters; its raw twin ``raw_dec`` trains a fresh
-network (no decoder, so no reconstruction term) from the pixels' clusters.
+and decoder from the cluster stage's clusters; its raw twin ``raw_dec`` trains, from the
+pixels' clusters, an encoder that starts as the pixels' PCA (``linear_encoder``; no decoder,
+so no reconstruction term). A random network is no twin: DEC only sharpens a code in which
+the clusters already show, and from a fresh CNN's it collapsed (0.13 ACC on 2,000 images).
 
 Shapes: images uint8 (N, C, H, W) or vectors float (N, D); labels int (N,).
 """
@@ -45,6 +47,18 @@ def sharpen(q: torch.Tensor) -> torch.Tensor:
     clusters do not swallow the rest), rows renormalised."""
     w = q.pow(2) / q.sum(0)
     return w / w.sum(1, keepdim=True)
+
+
+def linear_encoder(pca) -> nn.Module:
+    """A fitted scikit-learn PCA as a trainable encoder, (N, ...) inputs in [0, 1] -> (N, n_components):
+    flatten, subtract the mean, project. The raw twin's starting code: the pixels' own principal
+    components (the features raw_cluster clusters), no autoencoder."""
+    components = torch.as_tensor(pca.components_, dtype=torch.float32)
+    layer = nn.Linear(components.shape[1], components.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(components)
+        layer.bias.copy_(-components @ torch.as_tensor(pca.mean_, dtype=torch.float32))
+    return nn.Sequential(nn.Flatten(), layer)
 
 
 @dataclass
