@@ -89,7 +89,7 @@ def test_repro_writes_metrics_for_every_method(pipeline):
         assert set(m[method]) >= {"acc", "nmi", "ari", "purity", "silhouette", "davies_bouldin", "calinski_harabasz"}
     for method in set(M.METHODS) - set(M.OPTIONAL):
         # 10 clusters on real digits: far above chance (0.1 ACC, 0 NMI). Not the DECs: 40 steps of it on
-        # a 5-epoch autoencoder's clusters say nothing of the method (raw_dec starts from a random network)
+        # a 5-epoch autoencoder's clusters (and the pixels' UMAP + GMM ones) say nothing of the method
         assert m[method]["acc"] > 0.3 and m[method]["nmi"] > 0.25, method
     assert m["train"]["epochs"] == 5
     # the table users take away: every image, in order, with its final cluster
