@@ -21,10 +21,9 @@ def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out:
     cluster of the cluster stage trained together (DCEC with DEC-DA's augmentation, the
     ``dec`` section), then every scored point given its nearest centre. With
     dec.enabled=false, an empty file: evaluate then scores no autoencoder_dec."""
+    if not cfg["dec"]["enabled"]:
+        return off(out)
     d = cfg["dec"]
-    if not d["enabled"]:
-        save_npz(out)
-        return f"dec.enabled=false: wrote {out} with no assignments"
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
     with np.load(assignments) as a:
         init = a["fit_labels"]
@@ -33,6 +32,12 @@ def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out:
     labels = result.labels if cfg["protocol"] == "all" else result.predict(x_test)
     save_npz(out, **{M.AUTOENCODER_DEC: labels})
     return f"wrote {out}: {summary(result)}"
+
+
+def off(out: Path) -> str:
+    """dec.enabled=false: an empty file, so that evaluate scores neither DEC method."""
+    save_npz(out)
+    return f"dec.enabled=false: wrote {out} with no assignments"
 
 
 def recipe(d: Mapping[str, Any]) -> dict[str, Any]:

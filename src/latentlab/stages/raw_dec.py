@@ -14,7 +14,7 @@ from latentlab.clustering import pixels
 from latentlab.data import Prepared
 from latentlab.files import save_npz
 from latentlab.stages.common import main
-from latentlab.stages.dec import recipe, summary
+from latentlab.stages.dec import off, recipe, summary
 
 
 def raw_dec(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path) -> str:
@@ -25,10 +25,9 @@ def raw_dec(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path) -> s
     no reconstruction term. With dec.enabled=false, an empty file."""
     from sklearn.decomposition import PCA
 
+    if not cfg["dec"]["enabled"]:
+        return off(out)
     d = cfg["dec"]
-    if not d["enabled"]:
-        save_npz(out)
-        return f"dec.enabled=false: wrote {out} with no assignments"
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
     with np.load(baselines) as b:
         init = b[M.RAW_CLUSTER] if cfg["protocol"] == "all" else b[f"fit_{M.RAW_CLUSTER}"]
