@@ -13,7 +13,7 @@ one JSON line to bench/results/calibrate.jsonl. Work files live in --work (defau
     python bench/calibrate.py graph orig 0
     # share of each point's 20 nearest neighbours with its label: pixels' PCA(50), latents
     python bench/calibrate.py knn orig
-    # DCEC + augmentation (DEC-DA) from the tag's clusters: its encoder trained on them
+    # the dec stage's method (DCEC + DEC-DA's augmentation) from the tag's clusters, scored per update
     python bench/calibrate.py dec conv10 100 cluster=kmeans model.latent_dim=10
 """
 
@@ -150,81 +150,38 @@ def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
 
 
 def dec(work: Path, tag: str, seed: int, overrides: list[str], *, gamma: float = 0.1, augment: bool = True,
-        maxiter: int = 20000, update: int = 140, tol: float = 0.001, batch: int = 256, lr: float = 1e-3,
-        degrees: float = 10.0, translate: float = 0.1) -> None:
-    """DCEC (Guo et al. 2017) on the tag's autoencoder, with DEC-DA's augmentation: cluster
-    centres in the code (the means of the tag's cluster-stage clusters), Student-t soft
-    assignments q, their sharpened targets p (recomputed every ``update`` steps), and the
-    encoder, decoder and centres trained on KL(p || q) + ``gamma`` x reconstruction MSE of the
-    original image from its copy rotated by up to ``degrees`` and shifted by up to ``translate``
-    (DEC-DA's MNIST values), until under ``tol`` of the labels change.
-    A measurement of the mechanism, not a stage (yet): prints and records every update."""
-    import torch
-    from torch import nn
-
+        maxiter: int = 20000) -> None:
+    """The `dec` stage's method (latentlab.dec: DCEC with DEC-DA's augmentation) on the tag's
+    autoencoder from its cluster-stage clusters, with the config's `dec` section (``maxiter``
+    steps, ``gamma``, no augmentation with ``augment=False``), until under dec.tol of the labels
+    change. Prints and records every target update's scores."""
+    from latentlab import dec as deep
     from latentlab import models
     from latentlab.data import Prepared
     from latentlab.metrics import scores
 
-    torch.manual_seed(seed)
     cfg = _cfg(seed, overrides)
     data, out = _data(work, cfg), work / tag
-    x = torch.from_numpy(Prepared.load(data).split("all")[0])  # train then test, as the labels
+    x = Prepared.load(data).split("all")[0]  # train then test, as the labels
     y = _labels(data)
     ae = models.load(out / "model.pt")
     with np.load(out / "cluster.npz") as c:
         init = c["autoencoder"]
+    d = {**cfg["dec"], "steps": maxiter, "gamma": gamma}
+    if not augment:
+        d["augment"] = {"degrees": 0.0, "translate": 0.0}
+    t, history = time.perf_counter(), []
 
-    def images(idx) -> torch.Tensor:
-        return models.to_float(x[idx]).contiguous(memory_format=torch.channels_last)
+    def record(step: int, labels: np.ndarray) -> None:
+        history.append({"step": step, "s": round(time.perf_counter() - t), **scores(y, labels)})
+        print(history[-1], flush=True)
 
-    @torch.inference_mode()
-    def codes() -> torch.Tensor:  # models.encode without its decoder pass (the MSE is not needed here)
-        ae.eval()
-        return torch.cat([ae.encode(images(slice(i, i + 2048))) for i in range(0, len(x), 2048)])
-
-    z = codes()
-    mu = nn.Parameter(torch.stack([z[torch.from_numpy(init == j)].mean(0) for j in np.unique(init)]))
-    opt = torch.optim.Adam([*ae.parameters(), mu], lr=lr)
-
-    def soft(zb: torch.Tensor) -> torch.Tensor:  # Student-t (one degree of freedom) similarity to each centre
-        q = 1.0 / (1.0 + torch.cdist(zb, mu).pow(2))
-        return q / q.sum(1, keepdim=True)
-
-    rng, t, prev, step, history = np.random.default_rng(seed), time.perf_counter(), init, 0, []
-    order, pos = rng.permutation(len(x)), 0
-    while step < maxiter:
-        if step % update == 0:
-            with torch.inference_mode():
-                q = soft(codes())
-            w = q.pow(2) / q.sum(0)
-            target = w / w.sum(1, keepdim=True)
-            labels = q.argmax(1).numpy()
-            changed, prev = float((labels != prev).mean()), labels
-            history.append({"step": step, "changed": changed, "s": round(time.perf_counter() - t),
-                            **scores(y, labels)})
-            print(history[-1], flush=True)
-            if step > 0 and changed < tol:
-                break
-        if pos + batch > len(x):
-            order, pos = rng.permutation(len(x)), 0
-        idx = torch.from_numpy(order[pos:pos + batch])
-        pos += batch
-        xb = images(idx)
-        ae.train()
-        zb = ae.encode(models.random_affine(xb, degrees, translate) if augment else xb)
-        loss = nn.functional.kl_div(soft(zb).log(), target[idx], reduction="batchmean")
-        if gamma > 0:
-            loss = loss + gamma * nn.functional.mse_loss(ae.decode(zb), xb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-    with torch.inference_mode():
-        labels = soft(codes()).argmax(1).numpy()
+    result = deep.fit(ae.encoder, x, init, decoder=ae.decoder, seed=seed, on_update=record,
+                      **{k: d[k] for k in ("steps", "update", "tol", "gamma", "lr", "batch_size", "augment")})
     _record({"what": "dec", "tag": tag, "seed": seed, "overrides": overrides, "gamma": gamma, "augment": augment,
-             "steps": step, "seconds": round(time.perf_counter() - t), "init": scores(y, init),
-             "history": history, **scores(y, labels)})
+             "steps": result.steps, "seconds": round(time.perf_counter() - t), "init": scores(y, init),
+             "history": [{**h, "changed": c["changed"]} for h, c in zip(history, result.history)],
+             **scores(y, result.labels)})
 
 
 def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:

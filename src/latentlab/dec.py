@@ -24,7 +24,7 @@ Shapes: images uint8 (N, C, H, W) or vectors float (N, D); labels int (N,).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,13 +88,15 @@ def codes(encoder: nn.Module, x: np.ndarray, batch_size: int = 2048) -> torch.Te
 
 def fit(encoder: nn.Module, x: np.ndarray, init: np.ndarray, *, decoder: nn.Module | None = None,
         steps: int, update: int, tol: float, gamma: float, lr: float, batch_size: int,
-        augment: Mapping[str, float], seed: int) -> DECResult:
+        augment: Mapping[str, float], seed: int,
+        on_update: Callable[[int, np.ndarray], None] | None = None) -> DECResult:
     """DEC on x from the clusters ``init`` (N,): centres start at the means of their
     members' codes; encoder (and ``decoder``, with ``gamma`` > 0) and centres are trained
     with Adam on KL(p || q) + ``gamma`` x MSE(decoder(encoder(x')), x), x' a copy of x
     rotated / shifted by ``augment`` (images only), for at most ``steps`` batches, stopping
     early once fewer than ``tol`` of the labels change between two target updates.
-    ``encoder`` and ``decoder`` are trained in place."""
+    ``encoder`` and ``decoder`` are trained in place. ``on_update(step, labels)`` is called
+    at every target update (bench/calibrate.py scores them)."""
     init = np.asarray(init, dtype=np.int64)
     if len(init) != len(x):
         raise ConfigError(f"{len(x)} samples but {len(init)} cluster assignments: re-run the cluster stage")
@@ -121,6 +123,8 @@ def fit(encoder: nn.Module, x: np.ndarray, init: np.ndarray, *, decoder: nn.Modu
             changed = float((new != labels).mean())
             labels = new
             history.append({"step": step, "changed": changed})
+            if on_update is not None:
+                on_update(step, labels)
             if step > 0 and changed < tol:
                 break
             encoder.train()
