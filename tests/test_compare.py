@@ -62,6 +62,13 @@ def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
     assert [line.split()[0] for line in lines[2:6]] == ["workspace", "main", "tiny-pies", "bold-cats"]
     assert "data.mirror" not in text and "seed" not in lines[0] and "hidden" not in text
     assert "; 1 without results left out" in lines[-2] and max(map(len, lines)) <= 160
+    # experiments without DEC (dec.enabled=false, the default): no empty autoencoder_dec column
+    for rev in shown:
+        for d in [rev["data"], *(r["data"] for e in rev["experiments"] or [] for r in e["revs"])]:
+            d["metrics"] = {f: v for f, v in d["metrics"].items() if not any(x in f for x in M.OPTIONAL)}
+    off = table(rows_of(shown)).splitlines()
+    assert M.AUTOENCODER_DEC not in off[0] and M.AUTOENCODER_DEC not in off[-1]
+    assert next(line.split() for line in off if line.startswith("tiny-pies "))[4] == "0.5000"
 
 
 def test_twin_rows_are_mean_min_max_over_runs_and_skip_what_a_run_lacks():

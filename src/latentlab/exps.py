@@ -54,11 +54,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     rows = shown
     keys = sorted({k for r in rows for k in r["params"]} - set(IGNORED))
     changed = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
-    head = ["experiment", *changed, *M.AUTOENCODER_METHODS, "anomaly AUROC"]
+    # an optional method (autoencoder_dec) only when some experiment ran it
+    methods = [m for m in M.AUTOENCODER_METHODS
+               if m not in M.OPTIONAL or any("acc" in r["metrics"].get(SCORES.format(m), {}) for r in rows)]
+    head = ["experiment", *changed, *methods, "anomaly AUROC"]
     body = []
     for r in rows:
         cells = [r["name"], *(r["params"].get(k, "-") for k in changed)]
-        for m in M.AUTOENCODER_METHODS:
+        for m in methods:
             s = r["metrics"].get(SCORES.format(m), {})
             cells.append(f"{s['acc']:.4f} ({s.get('gain_acc', float('nan')):+.4f})" if "acc" in s else "-")
         auroc = r["metrics"].get(ANOMALY, {}).get("auroc")
@@ -66,7 +69,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         body.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    twins = ", ".join(f"{m} - {t}" for m, t in M.TWINS.items())
+    twins = ", ".join(f"{m} - {t}" for m, t in M.TWINS.items() if m in methods)
     note = f"; {skipped} without results left out" if skipped else ""
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body), "",
                       f"params: only those that differ{note}", f"ACC (gain over the raw twin: {twins})"])
