@@ -50,8 +50,7 @@ def dvc(repo: Path, *args: str) -> tuple[str, float]:
 
 
 BRANCHES = {"clustering": ("download", "train", "embed", "cluster", "finetune", "dec", "baselines", "raw_selflabel",
-                           "raw_dec",
-                           "export", "evaluate"),
+                           "raw_dec", "export", "evaluate"),
             "anomaly": ("anomaly_train", "anomaly_score", "anomaly_evaluate")}
 
 

@@ -39,5 +39,6 @@ def raw_dec(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path) -> s
     save_npz(out, **{M.RAW_DEC: labels})
     return f"wrote {out}: {summary(result)}"
 
+
 if __name__ == "__main__":  # DVC: python -m latentlab.stages.raw_dec --help
     main(raw_dec)
