@@ -117,7 +117,7 @@ def small(tmp_path_factory, mirror, empty_store):
                                    "latents": "latents.npz", "assignments": "assignments.npz",
                                    "baselines": "baselines.npz", "selflabel": "selflabel.npz",
                                    "classifier": "classifier.pt", "raw_selflabel": "raw_selflabel.npz",
-                                   "dec": "dec.npz", "raw_dec": "raw_dec.npz"}.items()}
+                                   "dec": "dec.npz", "dec_model": "dec.pt", "raw_dec": "raw_dec.npz"}.items()}
         download(cfg, p["data"])
         p["train_line"] = train(cfg, p["data"], p["model"], p["history"])  # its summary line
         embed(cfg, p["data"], p["model"], p["latents"])
@@ -125,7 +125,7 @@ def small(tmp_path_factory, mirror, empty_store):
         baselines(cfg, p["data"], p["baselines"])
         finetune(cfg, p["data"], p["model"], p["assignments"], p["latents"], p["selflabel"], p["classifier"])
         raw_selflabel(cfg, p["data"], p["baselines"], p["raw_selflabel"])
-        dec(cfg, p["data"], p["model"], p["assignments"], p["dec"])
+        dec(cfg, p["data"], p["model"], p["assignments"], p["dec"], p["dec_model"])
         raw_dec(cfg, p["data"], p["baselines"], p["raw_dec"])
     # what evaluate reads
     p["all"] = [p["assignments"], p["selflabel"], p["baselines"], p["raw_selflabel"], p["dec"], p["raw_dec"]]

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_pipeline import _copy_project, _dvc
+from test_pipeline import _copy_project, _dvc, _set
 
 BIN = Path(sys.executable).parent
 # The README's example (conf/experiment/wine.yaml) unlabelled (the cultivar column is text
 # and left out), with fewer epochs.
 WINE = ["+experiment=wine", "data.label=null", "train.max_epochs=30", "anomaly.max_epochs=30",
-        "finetune.epochs=10",
+        "finetune.epochs=10", "dec.enabled=true",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2", "evaluate.plot_points=100"]
 
 
@@ -62,16 +62,26 @@ def test_dvc_repro_on_a_csv_without_labels(wine):
     assert "assignments.csv" in {f.path for f in client.list_artifacts(run.info.run_id)}
 
 
-def test_predict_reproduces_the_pipeline_assignments(wine):
-    repo, _, env = wine
-    r = subprocess.run([str(BIN / "latentlab"), "predict", "examples/wine.csv", "--out", "new.parquet"], cwd=repo,
+def _predict(repo: Path, env: dict, out: str) -> pd.DataFrame:
+    r = subprocess.run([str(BIN / "latentlab"), "predict", "examples/wine.csv", "--out", out], cwd=repo,
                        capture_output=True, text=True, env={**os.environ, **env})
     assert r.returncode == 0, r.stderr
-    mine = pd.read_csv(repo / "outputs/export/assignments.csv", dtype={"id": str})
-    new = pd.read_parquet(repo / "new.parquet")
-    assert new["id"].tolist() == mine["id"].tolist()
-    assert (new["cluster"] == mine["cluster"]).all() and (new["is_anomaly"] == mine["is_anomaly"]).all()
-    pd.testing.assert_frame_equal(new.filter(like="z"), mine.filter(like="z"), check_dtype=False, rtol=1e-5)
+    return pd.read_parquet(repo / out)
+
+
+def test_predict_reproduces_the_pipeline_assignments(wine):
+    repo, _, env = wine
+    for method in ("autoencoder_selflabel", "autoencoder_dec"):
+        if method == "autoencoder_dec":  # the other method the export can give: only the export re-runs
+            _set(repo / "params.yaml", [f"export.method={method}"])
+            out = _dvc(repo, "repro")
+            assert "Running stage 'export'" in out and "Running stage 'dec'" not in out, out
+        mine = pd.read_csv(repo / "outputs/export/assignments.csv", dtype={"id": str})
+        assert json.loads((repo / "outputs/export/summary.json").read_text())["method"] == method
+        new = _predict(repo, env, f"{method}.parquet")
+        assert new["id"].tolist() == mine["id"].tolist()
+        assert (new["cluster"] == mine["cluster"]).all() and (new["is_anomaly"] == mine["is_anomaly"]).all(), method
+        pd.testing.assert_frame_equal(new.filter(like="z"), mine.filter(like="z"), check_dtype=False, rtol=1e-5)
     # new data with a column missing: a clear error, no output
     pd.read_csv(repo / "examples/wine.csv").drop(columns=["proline"]).to_csv(repo / "short.csv", index=False)
     r = subprocess.run([str(BIN / "latentlab"), "predict", "short.csv", "--out", "x.csv"], cwd=repo,

@@ -80,6 +80,41 @@ def test_dec_trains_the_decoder_only_with_a_reconstruction_term():
         assert (not torch.equal(before, dec.weight)) is moves
 
 
+def test_the_saved_model_reassigns_like_the_trained_one_and_an_off_file_says_so(tmp_path):
+    """`latentlab predict` (export.method=autoencoder_dec) loads the stage's file: the autoencoder
+    whose encoder DEC trained and the centres. It must assign new points as the fit did."""
+    from latentlab import models
+
+    x, y = blobs(k=3)
+    hp = {"model": {"_target_": "latentlab.models.MLPAutoencoder", "latent_dim": 3, "hidden": [16]},
+          "input_shape": [x.shape[1]]}
+    ae = models.build(hp["model"], hp["input_shape"])
+    result = deep.fit(ae.encoder, x, y, decoder=ae.decoder, steps=30, seed=0, gamma=0.1, **RECIPE)
+    deep.save(tmp_path / "dec.pt", result, hp, ae)
+    loaded = deep.load(tmp_path / "dec.pt")
+    assert np.array_equal(loaded.labels, result.labels) and loaded.steps == 30 and loaded.history == result.history
+    x_new = x + np.random.default_rng(1).normal(scale=0.5, size=x.shape).astype(np.float32)
+    assert np.array_equal(loaded.predict(x_new), result.predict(x_new))
+    assert loaded.encoder is not ae.encoder and not loaded.encoder.training
+    deep.save(tmp_path / "off.pt", None)
+    with pytest.raises(ConfigError, match="holds no DEC model: it was written with dec.enabled=false"):
+        deep.load(tmp_path / "off.pt")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["dec.pt", "off.pt"]  # no temporary file left
+
+
+def test_exporting_dec_needs_it_turned_on(tiny_cfg):
+    from latentlab import metric_names as M
+    from latentlab.choices import EXPORT_METHODS
+
+    assert set(EXPORT_METHODS) <= set(M.AUTOENCODER_METHODS) and tiny_cfg["export"]["method"] == M.FINAL
+    c = with_value(tiny_cfg, "export.method", "autoencoder_dec")
+    with pytest.raises(ConfigError, match="export.method=autoencoder_dec needs dec.enabled=true"):
+        validate(c)
+    validate(with_value(c, "dec.enabled", True))
+    with pytest.raises(ConfigError, match=r"export.method must be one of .*, got 'raw_selflabel'"):
+        validate(with_value(tiny_cfg, "export.method", "raw_selflabel"))
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("dec.enabled", "yes", "dec.enabled must be true or false, got 'yes'"),
     ("dec.steps", 0, "dec.steps must be an int >= 1, got 0"),

@@ -11,7 +11,7 @@ import pytest
 from conftest import with_value
 from latentlab import metric_names as M
 from latentlab.config import validate
-from latentlab.errors import ConfigError
+from latentlab.errors import ConfigError, LatentlabError
 
 
 def test_self_labelling_off_keeps_the_clusterings_it_would_have_refined(small, tmp_path):
@@ -247,7 +247,8 @@ def test_the_stages_write_one_method_each_or_nothing_when_off(small, tmp_path):
         assert a.files == [M.AUTOENCODER_DEC] and b.files == [M.RAW_DEC]
         assert len(a[M.AUTOENCODER_DEC]) == len(b[M.RAW_DEC]) == len(c[M.AUTOENCODER])
     off = with_value(cfg, "dec.enabled", False)
-    assert "dec.enabled=false" in dec(off, p["data"], p["model"], p["assignments"], tmp_path / "dec.npz")
+    assert "dec.enabled=false" in dec(off, p["data"], p["model"], p["assignments"], tmp_path / "dec.npz",
+                                      tmp_path / "dec.pt")
     assert "dec.enabled=false" in raw_dec(off, p["data"], p["baselines"], tmp_path / "raw_dec.npz")
     for f in ("dec.npz", "raw_dec.npz"):
         with np.load(tmp_path / f) as a:
@@ -273,7 +274,41 @@ def test_the_stages_score_the_test_split_under_train_test(small, tmp_path):
     with np.load(p["assignments"]) as a, np.load(p["baselines"]) as b:
         np.savez(tmp_path / "a.npz", fit_labels=a["fit_labels"][:n_train])
         np.savez(tmp_path / "b.npz", **{f"fit_{M.RAW_CLUSTER}": b[M.RAW_CLUSTER][:n_train]})
-    dec(c, p["data"], p["model"], tmp_path / "a.npz", tmp_path / "dec.npz")
+    dec(c, p["data"], p["model"], tmp_path / "a.npz", tmp_path / "dec.npz", tmp_path / "dec.pt")
     raw_dec(c, p["data"], tmp_path / "b.npz", tmp_path / "raw_dec.npz")
     with np.load(tmp_path / "dec.npz") as a, np.load(tmp_path / "raw_dec.npz") as b:
         assert len(a[M.AUTOENCODER_DEC]) == len(b[M.RAW_DEC]) == n_test
+
+
+def test_the_export_gives_the_method_export_method_names(small, tmp_path):
+    """The exported `cluster` column is autoencoder_selflabel's by default and DEC's under
+    export.method=autoencoder_dec (the k-means preset), whose saved model reassigns the
+    fitted images as the stage did (what `latentlab predict` applies to new files)."""
+    import pandas as pd
+
+    from latentlab import dec as deep
+    from latentlab.data import Prepared
+    from latentlab.stages.export import export
+
+    cfg, p = small
+    tables = {}
+    for method, src in ((M.AUTOENCODER_SELFLABEL, p["selflabel"]), (M.AUTOENCODER_DEC, p["dec"])):
+        c = with_value(cfg, "export.method", method)
+        validate(c)
+        line = export(c, p["data"], p["latents"], p["selflabel"], p["dec"], tmp_path / f"{method}.csv",
+                      tmp_path / f"{method}.json")
+        assert f" {method} clusters" in line
+        assert json.loads((tmp_path / f"{method}.json").read_text())["method"] == method
+        tables[method] = pd.read_csv(tmp_path / f"{method}.csv")
+        with np.load(src) as a:  # under protocol=all the rows are the scored images in order
+            assert np.array_equal(tables[method]["cluster"].to_numpy(), a[method])
+    assert not np.array_equal(tables[M.AUTOENCODER_SELFLABEL]["cluster"], tables[M.AUTOENCODER_DEC]["cluster"])
+    x_fit = Prepared.load(p["data"]).split(cfg["protocol"])[0]
+    assert np.array_equal(deep.load(p["dec_model"]).predict(x_fit), tables[M.AUTOENCODER_DEC]["cluster"])
+    # DEC named but its stage turned off: a clear error, no table
+    empty = tmp_path / "empty.npz"
+    np.savez(empty)
+    with pytest.raises(LatentlabError, match="export.method=autoencoder_dec, but its stage wrote no assignments"):
+        export(with_value(cfg, "export.method", M.AUTOENCODER_DEC), p["data"], p["latents"], p["selflabel"], empty,
+               tmp_path / "x.csv", tmp_path / "x.json")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.json").exists()

@@ -68,14 +68,15 @@ def predict_main(argv: list[str]) -> int:
     p.add_argument("--data", type=Path, default=Path("data/prepared.npz"), help="the prepared training data")
     p.add_argument("--model", type=Path, default=Path("outputs/train/model.pt"))
     p.add_argument("--classifier", type=Path, default=Path("outputs/finetune/model.pt"))
+    p.add_argument("--dec-model", type=Path, default=Path("outputs/dec/model.pt"))
     p.add_argument("--summary", type=Path, default=Path("outputs/export/summary.json"))
     a = p.parse_args(argv)
     try:
-        for f in (a.data, a.model, a.classifier, a.summary):
+        for f in (a.data, a.model, a.classifier, a.dec_model, a.summary):
             if not f.exists():
                 raise LatentlabError(f"{f} does not exist: run `dvc repro` first (predict applies its outputs)")
         print(export.predict(load_params(a.params), a.input, a.out, data=a.data, model=a.model,
-                             classifier=a.classifier, summary=a.summary))
+                             classifier=a.classifier, dec_model=a.dec_model, summary=a.summary))
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from latentlab.choices import (ACTIVATIONS, ALGORITHMS, ANOMALY_PROTOCOLS, ANOMALY_SCORES, ASSIGN_REST,
-                               AUGMENT_TARGETS, CLASSES, DATASETS, FILE_DATASETS,
+                               AUGMENT_TARGETS, CLASSES, DATASETS, EXPORT_METHODS, FILE_DATASETS,
                                FINETUNE_SCHEDULES, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
                                PROTOCOLS, ANOMALY_ERRORS, IMAGE_ONLY_ERRORS, VECTOR_DATASETS, SCALINGS, SELECT_K, TASKS, THRESHOLDS, check)
 from latentlab.errors import ConfigError
@@ -339,6 +339,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "baselines.pca_components", 1, INPUT_DIMS.get(name))
 
     _choice(cfg, "export.format", ("csv", "parquet"))
+    _choice(cfg, "export.method", EXPORT_METHODS)
+    if cfg["export"]["method"] == "autoencoder_dec" and not cfg["dec"]["enabled"]:
+        raise ConfigError("export.method=autoencoder_dec needs dec.enabled=true (that stage trains it), "
+                          "got dec.enabled=false")
     _float(cfg, "export.contamination", 0.0, 0.5, lo_open=True, hi_open=True)
     _int(cfg, "evaluate.n_images", 1, 64)
     _int(cfg, "evaluate.plot_points", 100)

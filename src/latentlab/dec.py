@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ import torch
 from torch import nn
 
 from latentlab.errors import ConfigError
-from latentlab.models import is_images, random_affine, to_float
+from latentlab.files import atomic
+from latentlab.models import build, is_images, random_affine, to_float
 
 
 def soft_assign(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -148,3 +150,32 @@ def fit(encoder: nn.Module, x: np.ndarray, init: np.ndarray, *, decoder: nn.Modu
         result.labels = result.predict(x)
     return result
 
+
+
+def save(path: str | Path, result: DECResult | None, hparams: Mapping[str, Any] | None = None,
+         autoencoder: nn.Module | None = None) -> None:
+    """What ``latentlab predict`` assigns new points with, written atomically: the
+    autoencoder whose encoder DEC trained, in the training checkpoint's format (its
+    ``hparams``: model config and input shape; its weights), the centres, and the fit's
+    labels, steps and history. ``result=None`` (dec.enabled=false): a file that says so."""
+    payload: dict[str, Any] = {"enabled": result is not None}
+    if result is not None:
+        if hparams is None or autoencoder is None:
+            raise ConfigError("saving a DEC model needs the autoencoder and the hyper-parameters it was built from")
+        payload.update(hyper_parameters=dict(hparams), state_dict=autoencoder.state_dict(), centres=result.centres,
+                       labels=torch.from_numpy(result.labels), steps=result.steps, history=result.history)
+    with atomic(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: str | Path) -> DECResult:
+    """The saved DEC model, its encoder in eval mode (weights_only: no code runs on load)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not ckpt["enabled"]:
+        raise ConfigError(f"{path} holds no DEC model: it was written with dec.enabled=false; "
+                          "re-run with dec.enabled=true")
+    hp = ckpt["hyper_parameters"]
+    net = build(hp["model"], tuple(hp["input_shape"]))
+    net.load_state_dict(ckpt["state_dict"])
+    return DECResult(labels=ckpt["labels"].numpy(), encoder=net.encoder.eval(), centres=ckpt["centres"],
+                     steps=ckpt["steps"], history=ckpt["history"])

@@ -1,7 +1,9 @@
 """What users take away: one table row per input sample, and the same table for new data.
 
-The table (CSV or Parquet) has the sample's ``id``, its ``cluster`` (the best
-autoencoder method, ``autoencoder_selflabel``: the encoder trained on its own clusters), its latent coordinates ``z0..z{d-1}``, its
+The table (CSV or Parquet) has the sample's ``id``, its ``cluster`` (by ``export.method``: the
+default's best autoencoder method, ``autoencoder_selflabel`` (the encoder trained on its own
+clusters), or ``autoencoder_dec`` (the k-means preset's)), its latent coordinates ``z0..z{d-1}``
+(the autoencoder's code as trained, before either method trained its encoder further), its
 ``anomaly_score`` (the clustering autoencoder's reconstruction MSE: high = unlike the
 data it learnt) and ``is_anomaly`` (the score above the threshold that flags
 ``export.contamination`` of the fitted samples: the stated contamination assumption),
@@ -91,21 +93,27 @@ def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: P
 
 
 def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, model: Path, classifier: Path,
-            summary: Path) -> str:
-    """Assignments, latents and anomaly scores of a new file (same format as data.path)."""
-    from latentlab import finetune, models
+            dec_model: Path, summary: Path) -> str:
+    """Assignments, latents and anomaly scores of a new file (same format as data.path); the
+    clusters by the method the export used (its ``summary``): the finetune stage's
+    ``classifier`` or the dec stage's ``dec_model``."""
+    from latentlab import dec, finetune, models
     from latentlab.data import Prepared
 
-    if cfg["finetune"]["rounds"] == 0:
+    info = json.loads(Path(summary).read_text())
+    method = info["method"]
+    if method == "autoencoder_selflabel" and cfg["finetune"]["rounds"] == 0:
         raise ConfigError("predict assigns clusters with the finetune stage's classifier (the encoder + head of "
                           "autoencoder_selflabel); it was trained with finetune.rounds=0 (no classifier). "
-                          "Re-run with finetune.rounds >= 1")
+                          "Re-run with finetune.rounds >= 1, or export.method=autoencoder_dec")
     meta = Prepared.load(data).meta
-    info = json.loads(Path(summary).read_text())
     x, ids = _read_like_training(cfg, meta, Path(input_path))
     z, mse = models.encode(models.load(model), x, desc="encoding")
-    clusters = finetune.predict_proba(finetune.load(classifier), x, **finetune.relabel_args(classifier)).argmax(1)
+    if method == "autoencoder_dec":
+        clusters = dec.load(dec_model).predict(x)
+    else:
+        clusters = finetune.predict_proba(finetune.load(classifier), x, **finetune.relabel_args(classifier)).argmax(1)
     df = table(ids, clusters, z, mse, info["threshold"])
     write(df, Path(out))
-    return (f"wrote {out}: {len(df)} rows, {df['cluster'].nunique()} clusters, "
+    return (f"wrote {out}: {len(df)} rows, {df['cluster'].nunique()} {method} clusters, "
             f"{int(df['is_anomaly'].sum())} flagged as anomalies (threshold {info['threshold']:.4g})")

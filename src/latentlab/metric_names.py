@@ -23,7 +23,8 @@ OPTIONAL = (AUTOENCODER_DEC, RAW_DEC)
 # Each autoencoder method's raw twin: the same procedure with the pixels in place of the latents.
 TWINS = {AUTOENCODER_SELFLABEL: RAW_SELFLABEL, AUTOENCODER_DEC: RAW_DEC, AUTOENCODER: RAW_CLUSTER,
          AUTOENCODER_KMEANS: RAW_KMEANS}
-# What the exported `cluster` column and `latentlab predict` give: the best autoencoder method.
+# The default's best autoencoder method: its exported `cluster` column and `latentlab predict`
+# (export.method), its unlabelled runs' reference and `latentlab compare`'s ranking.
 FINAL = AUTOENCODER_SELFLABEL
 
 # Per-method clustering scores.

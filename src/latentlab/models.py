@@ -230,6 +230,11 @@ def load(path) -> Autoencoder:
     return net.eval()
 
 
+def hparams(path) -> dict[str, Any]:
+    """A saved autoencoder's ``model`` config and ``input_shape``: what rebuilds it (``build``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+
+
 @torch.inference_mode()
 def encode(net: Autoencoder, x, batch_size: int = 2048, desc: str = "encoding"):
     """uint8 images (N, C, H, W) -> latents (N, d) float32 and per-sample MSE (N,)."""

@@ -16,12 +16,15 @@ from latentlab.files import save_npz
 from latentlab.stages.common import main
 
 
-def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out: Path) -> str:
+def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out: Path, model_out: Path) -> str:
     """The ``autoencoder_dec`` method: the autoencoder's encoder, decoder and a centre per
     cluster of the cluster stage trained together (DCEC with DEC-DA's augmentation, the
-    ``dec`` section), then every scored point given its nearest centre. With
-    dec.enabled=false, an empty file: evaluate then scores no autoencoder_dec."""
+    ``dec`` section), then every scored point given its nearest centre; ``model_out`` holds
+    the trained autoencoder and centres (``latentlab predict`` with export.method=autoencoder_dec).
+    With dec.enabled=false, an empty file and a model file that says so: evaluate then scores
+    no autoencoder_dec."""
     if not cfg["dec"]["enabled"]:
+        deep.save(model_out, None)
         return off(out)
     d = cfg["dec"]
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
@@ -30,8 +33,9 @@ def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out:
     ae = models.load(model)
     result = deep.fit(ae.encoder, x_fit, init, decoder=ae.decoder, seed=cfg["seed"], **recipe(d), gamma=d["gamma"])
     labels = result.labels if cfg["protocol"] == "all" else result.predict(x_test)
+    deep.save(model_out, result, models.hparams(model), ae)
     save_npz(out, **{M.AUTOENCODER_DEC: labels})
-    return f"wrote {out}: {summary(result)}"
+    return f"wrote {out} and {model_out}: {summary(result)}"
 
 
 def off(out: Path) -> str:

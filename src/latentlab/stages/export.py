@@ -16,10 +16,12 @@ from latentlab.files import write_json
 from latentlab.stages.common import by_protocol, main, scored
 
 
-def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path, out: Path,
+def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path, dec_assignments: Path, out: Path,
            summary_out: Path) -> str:
     """The table users take away (see ``latentlab.export``): one row per scored sample in
-    the source file's order, and a summary (the anomaly threshold ``predict`` applies)."""
+    the source file's order, its cluster from export.method (``assignments``: the finetune
+    stage's, ``dec_assignments``: the dec stage's), and a summary (the method and the
+    anomaly threshold ``predict`` applies)."""
     protocol = cfg["protocol"]
     ds = Prepared.load(data)
     ids, rows = ds.ids(protocol)
@@ -28,8 +30,12 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path,
         mse_fit = by_protocol(protocol, z["mse_train"], z["mse_test"])[0]
         mse = scored(protocol, z["mse_train"], z["mse_test"])
         z_score = scored(protocol, z["z_train"], z["z_test"])
-    with np.load(assignments) as f:
-        clusters = f[M.FINAL]
+    method = cfg["export"]["method"]
+    with np.load(dec_assignments if method == M.AUTOENCODER_DEC else assignments) as f:
+        if method not in f.files:
+            raise LatentlabError(f"export.method={method}, but its stage wrote no assignments (is it turned "
+                                 "off?); re-run `dvc repro`")
+        clusters = f[method]
     if not len(ids) == len(clusters) == len(z_score):
         raise LatentlabError(f"stage outputs disagree: {len(ids)} samples, {len(clusters)} assignments, "
                              f"{len(z_score)} latents; re-run `dvc repro`")
@@ -40,10 +46,10 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path,
     order = np.argsort(rows, kind="stable")
     df = ex.table(ids, clusters, z_score, mse, thr, labels).iloc[order].reset_index(drop=True)
     ex.write(df, out)
-    summary = {"rows": len(df), "clusters": int(df["cluster"].nunique()), "threshold": thr,
+    summary = {"method": method, "rows": len(df), "clusters": int(df["cluster"].nunique()), "threshold": thr,
                "contamination": cfg["export"]["contamination"], "flagged": int(df["is_anomaly"].sum())}
     write_json(summary_out, summary)
-    return (f"wrote {out} and {summary_out}: {summary['rows']} rows in {summary['clusters']} clusters, "
+    return (f"wrote {out} and {summary_out}: {summary['rows']} rows in {summary['clusters']} {method} clusters, "
             f"{summary['flagged']} above the anomaly threshold {thr:.4g}")
 
 
