@@ -15,6 +15,8 @@ one JSON line to bench/results/calibrate.jsonl. Work files live in --work (defau
     python bench/calibrate.py knn orig
     # the dec stage's method (DCEC + DEC-DA's augmentation) from the tag's clusters, scored per update
     python bench/calibrate.py dec conv10 100 cluster=kmeans model.latent_dim=10
+    # its raw twin's recipe from the pixels' clusters; --gamma 0: no decoder, no reconstruction term
+    python bench/calibrate.py raw_dec pixels 100 cluster=kmeans --maxiter 6000
 """
 
 from __future__ import annotations
@@ -210,10 +212,49 @@ def knn(work: Path, tags: list[str], n: int = 20, sample: int = 5000) -> None:
         _record({"what": "knn", "tag": name, "dims": int(f.shape[1]), "neighbors": n, "same_label": share(f)})
 
 
+def raw_dec(work: Path, seed: int, overrides: list[str], *, gamma: float = 0.1, maxiter: int = 20000) -> None:
+    """raw_dec's recipe (latentlab.dec from the pixels' PCA) from raw_cluster's clusters (the
+    baselines of this seed and cluster config, cached), with the pixels' PCA as decoder and the
+    reconstruction term when ``gamma`` > 0. Prints and records every target update's scores."""
+    from sklearn.decomposition import PCA
+
+    from latentlab import dec as deep
+    from latentlab.clustering import pixels
+    from latentlab.data import Prepared
+    from latentlab.metrics import scores
+    from latentlab.stages.baselines import baselines
+
+    cfg = _cfg(seed, overrides)
+    data = _data(work, cfg)
+    x = Prepared.load(data).split("all")[0]
+    y = _labels(data)
+    base = work / f"baselines-{seed}-{_name(overrides, 'cluster')}.npz"
+    if not base.exists():
+        print(baselines(cfg, data, base), flush=True)
+    with np.load(base) as b:
+        init = b["raw_cluster"]
+    pca = PCA(cfg["baselines"]["pca_components"], random_state=seed).fit(pixels(x))
+    d = {**cfg["dec"], "steps": maxiter, "gamma": gamma}
+    t, history = time.perf_counter(), []
+
+    def record(step: int, labels: np.ndarray) -> None:
+        history.append({"step": step, "s": round(time.perf_counter() - t), **scores(y, labels)})
+        print(history[-1], flush=True)
+
+    decoder = deep.linear_decoder(pca, x.shape[1:]) if gamma > 0 else None
+    result = deep.fit(deep.linear_encoder(pca), x, init, decoder=decoder, seed=seed, on_update=record,
+                      **{k: d[k] for k in ("steps", "update", "tol", "gamma", "lr", "batch_size", "augment")})
+    _record({"what": "raw_dec", "seed": seed, "overrides": overrides, "gamma": gamma, "steps": result.steps,
+             "seconds": round(time.perf_counter() - t), "init": scores(y, init),
+             "history": [{**h, "changed": c["changed"]} for h, c in zip(history, result.history)],
+             **scores(y, result.labels)})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["cluster", "finetune", "graph", "knn", "dec"])
-    p.add_argument("tag", help="names the autoencoder (a folder under --work); knn: a comma-separated list")
+    p.add_argument("what", choices=["cluster", "finetune", "graph", "knn", "dec", "raw_dec"])
+    p.add_argument("tag", help="names the autoencoder (a folder under --work); knn: a comma-separated list; "
+                               "raw_dec: unused (no autoencoder), e.g. pixels")
     p.add_argument("seed", type=int, nargs="?", default=0)
     p.add_argument("overrides", nargs="*", help="Hydra overrides of conf/")
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "latentlab-calibrate")
@@ -233,6 +274,8 @@ def main() -> None:
         shutil.copy(a.from_model, a.work / a.tag / "model.pt")
     if a.what == "knn":
         knn(a.work, a.tag.split(","))
+    elif a.what == "raw_dec":
+        raw_dec(a.work, a.seed, a.overrides, gamma=a.gamma, maxiter=a.maxiter)
     elif a.what == "dec":
         dec(a.work, a.tag, a.seed, a.overrides, gamma=a.gamma, augment=not a.no_augment, maxiter=a.maxiter)
     else:

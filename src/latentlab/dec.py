@@ -18,6 +18,11 @@ and decoder from the cluster stage's clusters; its raw twin ``raw_dec`` trains, 
 pixels' clusters, an encoder that starts as the pixels' PCA (``linear_encoder``; no decoder,
 so no reconstruction term). A random network is no twin: DEC only sharpens a code in which
 the clusters already show, and from a fresh CNN's it collapsed (0.13 ACC on 2,000 images).
+From the pixels' PCA it collapses too (full MNIST, dev seed 100, k-means start 0.533:
+0.226 after 6000 steps), and giving it the PCA's own decoder and reconstruction term
+(``linear_decoder``: a linear autoencoder) does not hold it (gamma 0.1: 0.224, gamma 1:
+0.220; at a tenth of the learning rate 0.300; bench/calibrate.py raw_dec). So the twin
+keeps no decoder: what holds DEC is the autoencoder's code, which is the comparison.
 
 Shapes: images uint8 (N, C, H, W) or vectors float (N, D); labels int (N,).
 """
@@ -61,6 +66,18 @@ def linear_encoder(pca) -> nn.Module:
         layer.weight.copy_(components)
         layer.bias.copy_(-components @ torch.as_tensor(pca.mean_, dtype=torch.float32))
     return nn.Sequential(nn.Flatten(), layer)
+
+
+def linear_decoder(pca, shape: tuple[int, ...]) -> nn.Module:
+    """The fitted PCA's reconstruction as a trainable decoder, (N, n_components) -> (N, *shape):
+    project back with the components, add the mean. With ``linear_encoder`` it is the pixels'
+    own linear autoencoder (PCA is the best one), what the raw twin's reconstruction term uses."""
+    components = torch.as_tensor(pca.components_, dtype=torch.float32)
+    layer = nn.Linear(components.shape[0], components.shape[1])
+    with torch.no_grad():
+        layer.weight.copy_(components.T)
+        layer.bias.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
+    return nn.Sequential(layer, nn.Unflatten(1, tuple(shape)))
 
 
 @dataclass
