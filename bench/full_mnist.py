@@ -80,6 +80,7 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[
     run = {"seed": seed, "dvc_repro_seconds": total, "second_repro_seconds": again, "stages": stages,
            "branch_seconds": {b: sum(s["seconds"] for s in stages if s["stage"] in m) for b, m in BRANCHES.items()},
            "metrics": json.loads((repo / "outputs/evaluate/metrics.json").read_text()),
+           "export_method": json.loads((repo / "outputs/export/summary.json").read_text())["method"],
            "anomaly_metrics": None if targets else json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())}
     for name, extra in variants.items():
         # The same trained autoencoder and clusters, other self-labelling settings: DVC re-runs

@@ -79,6 +79,15 @@ def command(fm: dict, tag: str) -> str:
             f"--seeds {seeds}{sets}{target}{jobs} --tag {tag}")
 
 
+def exported(runs: list[dict]) -> str:
+    """The method whose clusters the runs exported (export.method; runs recorded before it
+    existed exported autoencoder_selflabel)."""
+    methods = {r.get("export_method", M.AUTOENCODER_SELFLABEL) for r in runs}
+    if len(methods) != 1:
+        raise SystemExit(f"the runs exported different methods: {sorted(methods)}")
+    return methods.pop()
+
+
 def scored(runs: list[dict], methods=M.METHODS) -> list[str]:
     """The methods every run scored (the optional ones only when they ran)."""
     return [m for m in methods if all(m in r["metrics"] for r in runs)]
@@ -173,8 +182,8 @@ def main() -> None:
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs, overrides(fm)), "",
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
-           "is the per-seed difference (paired). `autoencoder_selflabel` is what the exported `cluster` column",
-           "and `latentlab predict` give.", "", "## The bar: the best autoencoder method against every raw method", "",
+           "is the per-seed difference (paired). "
+           f"In these runs the exported `cluster` column and `latentlab predict` gave `{exported(runs)}` (`export.method`).", "", "## The bar: the best autoencoder method against every raw method", "",
            *verdicts(runs), "", "## Per seed (ACC / NMI)", "",
            "| seed | " + " | ".join(f"`{m}`" for m in scored(runs)) + " |", "| ---: |" + " --- |" * len(scored(runs))]
     for r in runs:
