@@ -88,6 +88,17 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
         assert m["gain"][method]["nmi"] == pytest.approx(m[method]["nmi"] - m[twin]["nmi"])
         assert f"over {twin})" in line
     assert all(M.is_raw(t) for t in M.TWINS.values()) and not any(M.is_raw(a) for a in M.TWINS)
+    # and against the strongest raw method, whichever that is (a twin can be a weak one)
+    assert set(m["over_raw"]) == set(M.AUTOENCODER_METHODS)
+    for method, g in m["over_raw"].items():
+        for s in ("acc", "nmi"):
+            best = max(m[r][s] for r in M.RAW_METHODS)
+            assert m[g[f"best_raw_{s}"]][s] == best and g[s] == pytest.approx(m[method][s] - best)
+    lead = max(M.AUTOENCODER_METHODS, key=lambda a: m[a]["acc"])
+    assert line.split(" | ")[-2].startswith(f"best autoencoder method {lead}: ")
+    g = m["over_raw"][lead]
+    assert ("NOT ahead" in line) is not (g["acc"] > 0 and g["nmi"] > 0)
+    assert f"{g['acc']:+.3f} ACC over {g['best_raw_acc']}" in line
 
 
 def test_a_stalled_training_says_so(small, tmp_path):
@@ -257,7 +268,7 @@ def test_the_stages_write_one_method_each_or_nothing_when_off(small, tmp_path):
     line = evaluate(off, p["data"], p["model"], p["history"], p["latents"], files, tmp_path / "m.json",
                     tmp_path / "scores", tmp_path / "plots")
     m = json.loads((tmp_path / "m.json").read_text())
-    assert not any(x in m or x in m["gain"] or x in line for x in M.OPTIONAL)
+    assert not any(x in m or x in m["gain"] or x in m["over_raw"] or x in line for x in M.OPTIONAL)
     assert sorted(f.stem for f in (tmp_path / "scores").iterdir()) == sorted(set(M.METHODS) - set(M.OPTIONAL))
 
 
