@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from latentlab import metric_names as M
+from results import scored, spread  # bench/results.py, beside this script: one summary of runs for both
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -102,10 +103,6 @@ def run_seed(repo: Path, seed: int | None, overrides: list[str], variants: dict[
     return run
 
 
-def spread(values: list[float], fmt: str = ".3f") -> str:
-    return f"{sum(values) / len(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", help="one full pipeline per seed (default: params.yaml's)")
@@ -166,12 +163,12 @@ def main() -> None:
     if len(runs) > 1:
         print(f"\n{len(runs)} seeds {[r['seed'] for r in runs]}, overrides {a.overrides or 'none'}: "
               "mean [min, max]\n\n| method | ACC | NMI | ARI |\n| --- | ---: | ---: | ---: |")
-        for m in [m for m in [*M.METHODS, *variants] if all(m in r["metrics"] for r in runs)]:
+        for m in scored(runs, [*M.METHODS, *variants]):
             cells = [spread([r["metrics"][m][k] for r in runs]) for k in ("acc", "nmi", "ari")]
             print(f"| {m} | {' | '.join(cells)} |")
         print("\npaired gain over the raw twin (per-seed differences): mean [min, max]\n\n"
               "| method | twin | ACC gain | NMI gain | ahead on every seed |\n| --- | --- | ---: | ---: | --- |")
-        for m, twin in [(m, t) for m, t in M.TWINS.items() if all(m in r["metrics"] for r in runs)]:
+        for m, twin in [(m, M.TWINS[m]) for m in scored(runs, M.TWINS)]:
             gains = {k: [r["metrics"][m][k] - r["metrics"][twin][k] for r in runs] for k in ("acc", "nmi")}
             ahead = all(g > 0 for k in gains for g in gains[k])
             print(f"| {m} | {twin} | {spread(gains['acc'], '+.4f')} | {spread(gains['nmi'], '+.4f')} | "
@@ -196,7 +193,7 @@ def report(commit: str, machine: str, overrides: list[str], run: dict) -> None:
         c = run["change"]
         print(f"changed {c['overrides']}: `dvc repro` {c['seconds']:.0f} s, re-ran {', '.join(c['stages_run'])}")
     print("\n| method | ACC | NMI | ARI | purity |\n| --- | ---: | ---: | ---: | ---: |")
-    for m in [m for m in [*M.METHODS, *run.get("variants", {})] if m in metrics]:
+    for m in scored([run], [*M.METHODS, *run.get("variants", {})]):
         s = metrics[m]
         print(f"| {m} | {s['acc']:.3f} | {s['nmi']:.3f} | {s['ari']:.3f} | {s['purity']:.3f} |")
     if anomaly is None:
