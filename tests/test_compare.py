@@ -16,7 +16,7 @@ def _log(uri: str, seed: int, latent: int, acc: dict[str, float]) -> None:
         mlflow.log_params({"seed": seed, "model.latent_dim": latent, "model._target_": "latentlab.models.MLPAutoencoder"})
         for m, v in acc.items():
             mlflow.log_metrics({f"{m}/acc": v, f"{m}/nmi": v - 0.05})
-        for m, twin in M.TWINS.items():
+        for m, twin in [(m, t) for m, t in M.TWINS.items() if m in acc]:
             mlflow.log_metrics({f"gain/{m}/acc": acc[m] - acc[twin], f"gain/{m}/nmi": acc[m] - acc[twin]})
         mlflow.log_metric("recon_mse", 0.01)
 
@@ -34,6 +34,32 @@ def test_seeds_of_one_configuration_read_as_one_row_and_a_twin_chart(tmp_path):
     assert report.best_config[f"gain/{M.FINAL}/acc"] == pytest.approx(0.02)
     twins = tmp_path / "cmp/twins.png"
     assert twins in report.files and twins.stat().st_size > 10_000
+
+
+def test_dec_columns_appear_when_some_configuration_ran_it(tmp_path):
+    """The k-means preset's method (autoencoder_dec) is in the default report beside the
+    others, a '-' for a configuration that did not run it, and absent when none did."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plain = [m for m in M.METHODS if m not in M.OPTIONAL]
+    for seed in (0, 1):
+        _log(uri, seed, 32, {m: 0.9 for m in plain})
+    compare(experiment="latentlab", out_dir=tmp_path / "without", uri=uri)
+    assert M.AUTOENCODER_DEC not in (tmp_path / "without/summary.md").read_text()
+    for seed in (0, 1):
+        _log(uri, seed, 10, {m: 0.8 + (0.1 if m == M.AUTOENCODER_DEC else 0.0) for m in M.METHODS})
+    report = compare(experiment="latentlab", out_dir=tmp_path / "with", uri=uri)
+    lines = (tmp_path / "with/summary.md").read_text().splitlines()
+    head = next(line for line in lines if line.startswith("| model.latent_dim")).split(" | ")
+    col = head.index(f"{M.AUTOENCODER_DEC}/acc")
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in lines if line.startswith(("| 10 ", "| 32 "))}
+    assert rows["| 10"][col].startswith("0.900 ± 0.000") and rows["| 32"][col] == "-"
+    dec_row = report.summary[report.summary["params.model.latent_dim"] == 10].iloc[0]
+    assert dec_row[f"gain/{M.AUTOENCODER_DEC}/acc mean"] == pytest.approx(0.9 - 0.8)
+    assert (tmp_path / "with" / f"gain_{M.AUTOENCODER_DEC}_acc.png").stat().st_size > 5000
+    # a sweep of the latent size alone: its values read as the ints they are, and the twin chart of
+    # the best one has its runs (a float key once matched none)
+    assert report.best_config_name == "model.latent_dim=32" and "best configuration by mean" in lines[-2]
+    assert (tmp_path / "with/twins.png") in report.files
 
 
 def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():

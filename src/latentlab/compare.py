@@ -29,6 +29,9 @@ DEFAULT_METRICS = (f"{M.AUTOENCODER_SELFLABEL}/acc", f"{M.AUTOENCODER_SELFLABEL}
                    f"{M.AUTOENCODER}/acc", f"{M.AUTOENCODER}/nmi", f"gain/{M.AUTOENCODER}/acc",
                    f"gain/{M.AUTOENCODER}/nmi", f"{M.AUTOENCODER_KMEANS}/acc", f"gain/{M.AUTOENCODER_KMEANS}/acc",
                    "recon_mse")
+# Methods that run only when turned on (dec.enabled): reported when some run has them.
+OPTIONAL_METRICS = tuple(f"{g}{m}/{s}" for m in M.OPTIONAL if not M.is_raw(m) for g in ("", "gain/")
+                         for s in ("acc", "nmi"))
 # Runs of data without labels have only label-free scores: these stand in for the defaults.
 LABEL_FREE_METRICS = (f"{M.AUTOENCODER}/silhouette", f"{M.AUTOENCODER}/davies_bouldin",
                       f"{M.FINAL}/silhouette", f"{M.FINAL}/davies_bouldin", "recon_mse")
@@ -149,9 +152,12 @@ def _markdown(summary: pd.DataFrame, group_by: list[str], metrics: list[str]) ->
     head = [k.removeprefix("params.") for k in group_by] or ["configuration"]
     head += ["runs"] + metrics
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in summary.iterrows():
-        cells = [str(r[k]) for k in keys] + [str(int(r["runs"]))]
+    for i, r in summary.iterrows():  # (a row Series casts an int key to float when the rest is: .at keeps it)
+        cells = [str(summary.at[i, k]) for k in keys] + [str(int(r["runs"]))]
         for m in metrics:
+            if not np.isfinite(r[f"{m} mean"]):  # a method this configuration did not run
+                cells.append("-")
+                continue
             std = r[f"{m} std"]
             spread = f" ± {std:.3f}" if np.isfinite(std) else ""
             cells.append(f"{r[f'{m} mean']:.3f}{spread} [{r[f'{m} min']:.3f}, {r[f'{m} max']:.3f}]")
@@ -177,7 +183,7 @@ def _plot(runs: pd.DataFrame, summary: pd.DataFrame, group_by: list[str], metric
         ax.minorticks_off()
         ax.set_xlabel("latent size (model.latent_dim)")
     else:
-        labels = [", ".join(str(r[c]) for c in group_by) or "all runs" for _, r in summary.iterrows()]
+        labels = [", ".join(str(summary.at[i, c]) for c in group_by) or "all runs" for i in summary.index]
         mean = summary[f"{metric} mean"]
         err = [mean - summary[f"{metric} min"], summary[f"{metric} max"] - mean]
         ax.bar(range(len(summary)), mean, yerr=err, capsize=3)
@@ -229,6 +235,9 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
         # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead (evaluate measures it
         # in a PCA of the inputs, one space for every run, whatever its latent size or architecture).
         metrics, rank_by = LABEL_FREE_METRICS, f"{M.FINAL}/silhouette"
+    if metrics == DEFAULT_METRICS:  # DEC's columns when some run has them (the k-means preset's method)
+        present = [m for m in OPTIONAL_METRICS if f"metrics.{m}" in runs.columns and runs[f"metrics.{m}"].notna().any()]
+        metrics = (*metrics[:-1], *present, metrics[-1])
     cols = [f"metrics.{m}" for m in metrics]
     missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]
     if runs.empty or missing:
@@ -239,7 +248,9 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     runs = runs.rename(columns=dict(zip(cols, metrics)))
     summary, group_by = summarize(runs, list(metrics))
     best_run = runs.loc[runs[rank_by].idxmax()]
-    best_cfg = summary.loc[summary[f"{rank_by} mean"].idxmax()]
+    best_at = summary[f"{rank_by} mean"].idxmax()
+    best_cfg = summary.loc[best_at]
+    best_key = {c: summary.at[best_at, c] for c in group_by}  # in the column's own type (int latent sizes)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +258,7 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     runs[[c for c in keep if c in runs.columns]].to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     table = _markdown(summary, group_by, list(metrics))
-    cfg_desc = ", ".join(f"{c.removeprefix('params.')}={best_cfg[c]}" for c in group_by) or "all runs"
+    cfg_desc = ", ".join(f"{c.removeprefix('params.')}={best_key[c]}" for c in group_by) or "all runs"
     made_by = sweep_command(parent_run_id) if parent_run_id else None
     text = "\n".join([
         f"# {scope}: {len(runs)} finished runs" + (f", {failed} failed or unfinished" if failed else ""),
@@ -263,7 +274,7 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     files += [_plot(runs, summary, group_by, m, out / f"{m.replace('/', '_')}.png") for m in metrics]
     best = runs
     for c in group_by:
-        best = best[best[c].astype(str) == str(best_cfg[c])]
+        best = best[best[c].astype(str) == str(best_key[c])]
     twins = _twin_plot(best, out / "twins.png", f"best configuration ({cfg_desc})" if group_by else "all runs")
     files += [twins] if twins else []
     return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run,
