@@ -17,6 +17,13 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ.setdefault(_var, _share)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items):
+    # test_pipeline.py's module fixture is a real `dvc repro` (100-125 s): first, so that the
+    # other worker takes the rest meanwhile instead of idling while it runs last (`make test`
+    # keeps this order: --no-loadscope-reorder).
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")
 # Tests never touch the network: MNIST comes from the read-only mirror beside the repo.
 MIRROR = Path(os.environ.get("LATENTLAB_DATA_MIRROR", ROOT.parent / "shared" / "datasets")).resolve()
 
