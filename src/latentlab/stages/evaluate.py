@@ -25,9 +25,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
     ``metrics_out``: every score of every method, each autoencoder method's gain over its raw
-    twin (``gain``) and its margin over the strongest raw method (``over_raw``). ``scores_dir``: one small file per method
-    (its headline scores and, for an autoencoder method, the gain over its raw twin), DVC's
-    metrics: `dvc metrics show` prints a row per method.
+    twin (``gain``) and its margin over the strongest raw method (``over_raw``).
+    ``scores_dir``: one small file per method (its headline scores and, for an autoencoder
+    method, the gain over its raw twin), DVC's metrics: `dvc metrics show` prints a row per method.
     ``exported``: the export stage's table, logged as an artifact. ``run_id``: fill this
     open run (a sweep job's) instead of creating one.
     """
