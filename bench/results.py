@@ -183,7 +183,8 @@ def main() -> None:
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
            "is the per-seed difference (paired). "
-           f"In these runs the exported `cluster` column and `latentlab predict` gave `{exported(runs)}` (`export.method`).", "", "## The bar: the best autoencoder method against every raw method", "",
+           f"In these runs the exported `cluster` column and `latentlab predict` gave `{exported(runs)}` "
+           "(`export.method`).", "", "## The bar: the best autoencoder method against every raw method", "",
            *verdicts(runs), "", "## Per seed (ACC / NMI)", "",
            "| seed | " + " | ".join(f"`{m}`" for m in scored(runs)) + " |", "| ---: |" + " --- |" * len(scored(runs))]
     for r in runs:

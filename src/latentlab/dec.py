@@ -40,7 +40,7 @@ from torch import nn
 
 from latentlab.errors import ConfigError
 from latentlab.files import atomic
-from latentlab.models import build, is_images, random_affine, to_float
+from latentlab.models import from_checkpoint, is_images, random_affine, read_checkpoint, to_float
 
 
 def soft_assign(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -187,12 +187,10 @@ def save(path: str | Path, result: DECResult | None, hparams: Mapping[str, Any] 
 
 def load(path: str | Path) -> DECResult:
     """The saved DEC model, its encoder in eval mode (weights_only: no code runs on load)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     if not ckpt["enabled"]:
         raise ConfigError(f"{path} holds no DEC model: it was written with dec.enabled=false; "
                           "re-run with dec.enabled=true")
-    hp = ckpt["hyper_parameters"]
-    net = build(hp["model"], tuple(hp["input_shape"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return DECResult(labels=ckpt["labels"].numpy(), encoder=net.encoder.eval(), centres=ckpt["centres"],
+    net = from_checkpoint(ckpt)
+    return DECResult(labels=ckpt["labels"].numpy(), encoder=net.encoder, centres=ckpt["centres"],
                      steps=ckpt["steps"], history=ckpt["history"])

@@ -10,6 +10,7 @@ Shapes: images enter as float tensors in [0, 1] of shape (N, C, H, W); latents a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -223,16 +224,21 @@ def build(model: dict[str, Any], input_shape: tuple[int, ...]) -> Autoencoder:
 
 def load(path) -> Autoencoder:
     """Rebuild a saved autoencoder in eval mode (weights_only: no code runs on load)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return from_checkpoint(read_checkpoint(path))
+
+
+def read_checkpoint(path) -> dict[str, Any]:
+    """A saved autoencoder's checkpoint: its ``hyper_parameters`` (the ``model`` config and
+    ``input_shape``, what rebuilds it) and ``state_dict``; weights_only: no code runs on load."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def from_checkpoint(ckpt: Mapping[str, Any]) -> Autoencoder:
+    """The autoencoder a checkpoint (the training's, or any in its format) holds, in eval mode."""
     hp = ckpt["hyper_parameters"]
     net = build(hp["model"], tuple(hp["input_shape"]))
     net.load_state_dict(ckpt["state_dict"])
     return net.eval()
-
-
-def hparams(path) -> dict[str, Any]:
-    """A saved autoencoder's ``model`` config and ``input_shape``: what rebuilds it (``build``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
 
 
 @torch.inference_mode()

@@ -30,10 +30,11 @@ def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out:
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
     with np.load(assignments) as a:
         init = a["fit_labels"]
-    ae = models.load(model)
+    ckpt = models.read_checkpoint(model)
+    ae = models.from_checkpoint(ckpt)
     result = deep.fit(ae.encoder, x_fit, init, decoder=ae.decoder, seed=cfg["seed"], **recipe(d), gamma=d["gamma"])
     labels = result.labels if cfg["protocol"] == "all" else result.predict(x_test)
-    deep.save(model_out, result, models.hparams(model), ae)
+    deep.save(model_out, result, ckpt["hyper_parameters"], ae)
     save_npz(out, **{M.AUTOENCODER_DEC: labels})
     return f"wrote {out} and {model_out}: {summary(result)}"
 
