@@ -62,6 +62,31 @@ def test_dec_columns_appear_when_some_configuration_ran_it(tmp_path):
     assert (tmp_path / "with/twins.png") in report.files
 
 
+def test_configurations_rank_by_the_method_each_run_exported(tmp_path):
+    """A k-means preset run exports DEC: it ranks by DEC's scores, not by self-labelling's,
+    and the table then shows the exported scores; runs logged before evaluate logged them rank
+    by autoencoder_selflabel, which they exported."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for seed in (0, 1):  # an older run: no export.method, no exported/* metrics
+        _log(uri, seed, 32, {m: 0.9 for m in M.METHODS if m not in M.OPTIONAL})
+    for seed in (0, 1):
+        _log(uri, seed, 10, {m: 0.8 + (0.15 if m == M.AUTOENCODER_DEC else 0.0) for m in M.METHODS})
+        run = mlflow.search_runs(experiment_names=["latentlab"], order_by=["start_time DESC"]).iloc[0]
+        with mlflow.start_run(run_id=run["run_id"]):
+            mlflow.log_param("export.method", M.AUTOENCODER_DEC)
+            mlflow.log_metrics({"exported/acc": 0.95, "exported/nmi": 0.9})
+    report = compare(experiment="latentlab", out_dir=tmp_path / "cmp", uri=uri)
+    # (export.method varies with the latent size here, so the size alone names the configuration)
+    assert report.best_config_name == "model.latent_dim=10"
+    assert report.best_config["exported/acc"] == pytest.approx(0.95)
+    text = (tmp_path / "cmp/summary.md").read_text()
+    assert "best configuration by mean exported/acc" in text
+    older = report.summary[report.summary["params.model.latent_dim"] == 32].iloc[0]
+    assert older["exported/acc mean"] == pytest.approx(0.9)  # its autoencoder_selflabel
+    by_final = compare(experiment="latentlab", out_dir=tmp_path / "old", uri=uri, rank_by=f"{M.FINAL}/acc")
+    assert "latent_dim=32" in by_final.best_config_name
+
+
 def test_exps_shows_the_params_that_differ_and_each_method_beside_its_twin():
     """`latentlab exps` on `dvc exp show --json`'s shape: a baseline and two queued experiments."""
     from latentlab.exps import rows_of, table

@@ -250,6 +250,7 @@ def test_mlflow_run_holds_everything(pipeline):
     for method in M.AUTOENCODER_METHODS:  # beside the twin, and beside the strongest raw method
         assert run.data.metrics[f"gain/{method}/acc"] == pytest.approx(m["gain"][method]["acc"])
         assert run.data.metrics[f"over_raw/{method}/nmi"] == pytest.approx(m["over_raw"][method]["nmi"])
+    assert run.data.metrics["exported/acc"] == pytest.approx(m[run.data.params["export.method"]]["acc"])
     val = client.get_metric_history(run.info.run_id, "val/recon_loss")
     assert [h.step for h in val] == [0, 1, 2, 3, 4]
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

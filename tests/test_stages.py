@@ -99,6 +99,8 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
     g = m["over_raw"][lead]
     assert ("NOT ahead" in line) is not (g["acc"] > 0 and g["nmi"] > 0)
     assert f"{g['acc']:+.3f} ACC over {g['best_raw_acc']}" in line
+    # the scores of what the export stage hands over (export.method's), for ranking runs by
+    assert m["exported"] == {"method": M.FINAL, "acc": m[M.FINAL]["acc"], "nmi": m[M.FINAL]["nmi"]}
 
 
 def test_a_stalled_training_says_so(small, tmp_path):

@@ -2,7 +2,8 @@
 
 Groups the finished runs by the parameters that vary between them (seed aside), and
 reports each metric's mean, standard deviation and range over seeds, the best
-configuration (by mean) and the best single run. Plots each metric against the
+configuration (by mean; by default of ``exported/acc``, the method each run exported) and
+the best single run. Plots each metric against the
 latent size, one line per architecture (or whatever else varies), with the range
 over seeds as error bars and the raw-pixel baselines as dashed lines.
 """
@@ -35,9 +36,13 @@ OPTIONAL_METRICS = tuple(f"{g}{m}/{s}" for m in M.OPTIONAL if not M.is_raw(m) fo
 # Runs of data without labels have only label-free scores: these stand in for the defaults.
 LABEL_FREE_METRICS = (f"{M.AUTOENCODER}/silhouette", f"{M.AUTOENCODER}/davies_bouldin",
                       f"{M.FINAL}/silhouette", f"{M.FINAL}/davies_bouldin", "recon_mse")
+# The scores of the method each run exported (evaluate logs them from export.method): what
+# ranks configurations, so that a k-means preset run that exports DEC is judged by DEC.
+EXPORTED = ("exported/acc", "exported/nmi")
+EXPORT_PARAM = "params.export.method"
 # Per task: the metrics reported, and the one that picks the best (higher is better).
 TASK_METRICS = {
-    "cluster": (DEFAULT_METRICS, f"{M.FINAL}/acc"),
+    "cluster": (DEFAULT_METRICS, EXPORTED[0]),
     "anomaly": (("test/auroc", "test/auprc", "unbalanced/auprc", "unbalanced/f1"), "test/auroc"),
 }
 
@@ -124,6 +129,16 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
         df["params.model"] = df.pop("params.model._target_").map(lambda t: MODELS.get(t, t))
     if LATENT in df.columns:
         df[LATENT] = pd.to_numeric(df[LATENT])
+    return df
+
+
+def _exported(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs logged before evaluate logged ``exported/*`` exported ``autoencoder_selflabel``:
+    their scores stand in."""
+    for e in EXPORTED:
+        final = f"metrics.{M.FINAL}/{e.split('/')[1]}"
+        if final in df.columns:
+            df[f"metrics.{e}"] = df[f"metrics.{e}"].fillna(df[final]) if f"metrics.{e}" in df.columns else df[final]
     return df
 
 
@@ -221,7 +236,7 @@ def _twin_plot(runs: pd.DataFrame, path: Path, scope: str) -> Path | None:
 
 
 def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, out_dir: str | Path,
-            metrics: tuple[str, ...] = DEFAULT_METRICS, rank_by: str = f"{M.FINAL}/acc",
+            metrics: tuple[str, ...] = DEFAULT_METRICS, rank_by: str = EXPORTED[0],
             uri: str | None = None) -> Report:
     """Write runs.csv, summary.csv, summary.md and one plot per metric into ``out_dir``."""
     raw = load_runs(experiment=experiment, parent_run_id=parent_run_id, uri=uri)
@@ -229,7 +244,7 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     if raw.empty:
         raise NothingToCompare(f"no runs in {scope}")
     failed = int((raw["status"] != "FINISHED").sum())
-    runs = _tidy(raw[raw["status"] == "FINISHED"])
+    runs = _exported(_tidy(raw[raw["status"] == "FINISHED"]))
     if metrics == DEFAULT_METRICS and f"metrics.{metrics[0]}" not in runs.columns \
             and f"metrics.{LABEL_FREE_METRICS[0]}" in runs.columns:
         # Unlabelled data: no ACC/NMI anywhere; compare by the silhouette instead (evaluate measures it
@@ -238,6 +253,8 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     if metrics == DEFAULT_METRICS:  # DEC's columns when some run has them (the k-means preset's method)
         present = [m for m in OPTIONAL_METRICS if f"metrics.{m}" in runs.columns and runs[f"metrics.{m}"].notna().any()]
         metrics = (*metrics[:-1], *present, metrics[-1])
+        if EXPORT_PARAM in runs.columns and (runs[EXPORT_PARAM].fillna(M.FINAL) != M.FINAL).any():
+            metrics = (*EXPORTED, *metrics)  # the runs export different methods: show what ranked them
     cols = [f"metrics.{m}" for m in metrics]
     missing = [m for m, c in zip(metrics, cols) if c not in runs.columns]
     if runs.empty or missing:
@@ -245,8 +262,9 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
                                + (f"; no metric {missing} logged" if missing and not runs.empty else ""))
     if f"metrics.{rank_by}" not in runs.columns:
         raise LatentlabError(f"--rank-by {rank_by!r} is not a logged metric; try one of {list(metrics)}")
-    runs = runs.rename(columns=dict(zip(cols, metrics)))
-    summary, group_by = summarize(runs, list(metrics))
+    scored = [*metrics, *([] if rank_by in metrics else [rank_by])]  # the ranking one even when not shown
+    runs = runs.rename(columns={f"metrics.{m}": m for m in scored})
+    summary, group_by = summarize(runs, scored)
     best_run = runs.loc[runs[rank_by].idxmax()]
     best_at = summary[f"{rank_by} mean"].idxmax()
     best_cfg = summary.loc[best_at]
@@ -278,7 +296,7 @@ def compare(*, experiment: str = "latentlab", parent_run_id: str | None = None, 
     twins = _twin_plot(best, out / "twins.png", f"best configuration ({cfg_desc})" if group_by else "all runs")
     files += [twins] if twins else []
     return Report(runs=runs, summary=summary, group_by=group_by, best_run=best_run,
-                  best_config={m: float(best_cfg[f"{m} mean"]) for m in metrics}, best_config_name=cfg_desc,
+                  best_config={m: float(best_cfg[f"{m} mean"]) for m in scored}, best_config_name=cfg_desc,
                   failed=failed, text=text, files=files)
 
 

@@ -129,7 +129,9 @@ def git_commit(root: Path) -> tuple[str, bool]:
 UI_VIEW_KEY = "latentlab"
 _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
 UI_COLUMNS = {
-    "cluster": [*(f"metrics.`{m}/{s}`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER) for s in ("acc", "nmi")),
+    # first what each run hands its user (export.method's scores): one column whichever method it is
+    "cluster": ["metrics.`exported/acc`", "metrics.`exported/nmi`", "params.`export.method`",
+                *(f"metrics.`{m}/{s}`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER) for s in ("acc", "nmi")),
                 *(f"metrics.`gain/{m}/acc`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER)),
                 # deep embedded clustering, filled in runs that turn it on (+experiment=kmeans)
                 f"metrics.`{M.AUTOENCODER_DEC}/acc`", f"metrics.`gain/{M.AUTOENCODER_DEC}/acc`",

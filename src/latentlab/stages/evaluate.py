@@ -25,7 +25,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
     ``metrics_out``: every score of every method, each autoencoder method's gain over its raw
-    twin (``gain``) and its margin over the strongest raw method (``over_raw``).
+    twin (``gain``), its margin over the strongest raw method (``over_raw``) and the scores
+    of the method the export stage exported (``exported``: export.method's, so that runs
+    with different export methods rank by what each hands its user).
     ``scores_dir``: one small file per method (its headline scores and, for an autoencoder
     method, the gain over its raw twin), DVC's metrics: `dvc metrics show` prints a row per method.
     ``exported``: the export stage's table, logged as an artifact. ``run_id``: fill this
@@ -69,6 +71,8 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
         result["over_raw"] = {m: {**{s: result[m][s] - result[best[s]][s] for s in ("acc", "nmi")},
                                   **{f"best_raw_{s}": best[s] for s in ("acc", "nmi")}}
                               for m in methods if not M.is_raw(m)}
+        chosen = cfg["export"]["method"]
+        result["exported"] = {"method": chosen, **{s: result[chosen][s] for s in ("acc", "nmi")}}
     hist = history_file.read(history)
     mean_mse = models.mean_sample_mse(x_fit, x_score)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
@@ -110,6 +114,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     flat = {f"{m}/{k}": v for m in methods for k, v in result[m].items()}
     flat.update({f"gain/{m}/{s}": g[s] for m, g in result.get("gain", {}).items() for s in ("acc", "nmi")})
     flat.update({f"over_raw/{m}/{s}": g[s] for m, g in result.get("over_raw", {}).items() for s in ("acc", "nmi")})
+    flat.update({f"exported/{s}": result["exported"][s] for s in ("acc", "nmi") if "exported" in result})
     flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
                  "epochs": result["train"]["epochs"]})
     run_id = tracking.log_run(
