@@ -82,7 +82,8 @@ def test_repro_writes_metrics_for_every_method(pipeline):
         assert f"[{stage}] wrote" in out, f"no summary line from {stage}"
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["protocol"] == "all" and m["n_scored"] == 2000
-    assert sorted(k for k in m if isinstance(m[k], dict) and "acc" in m[k]) == sorted(
+    assert m["exported"]["method"] == "autoencoder_selflabel"  # and its scores, for ranking runs
+    assert sorted(k for k in m if isinstance(m[k], dict) and "acc" in m[k] and k != "exported") == sorted(
         ["autoencoder_selflabel", "autoencoder_dec", "autoencoder", "autoencoder_kmeans", "raw_selflabel", "raw_dec",
          "raw_cluster", "raw_pca_kmeans", "raw_kmeans"])
     for method in M.METHODS:
@@ -261,6 +262,10 @@ def test_mlflow_run_holds_everything(pipeline):
     x = torch.rand(5, 1, 28, 28)
     assert tuple(model(x).shape) == (5, 1, 28, 28)  # any batch size, not only the example's
     assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # and what `latentlab predict` assigns with: the self-labelled classifier, DEC's model (this run has DEC on)
+    assert run.data.params["dec.enabled"] == "True"
+    for stage in ("finetune", "dec"):
+        assert [a.path for a in client.list_artifacts(run.info.run_id, stage)] == [f"{stage}/model.pt"]
     assert mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature is not None
     # the UI opens on the runs table, and its shared view names columns that exist
     from latentlab.tracking import UI_COLUMNS as ALL_COLUMNS

@@ -70,8 +70,14 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
 
     cfg, p = small
     line = evaluate(cfg, p["data"], p["model"], p["history"], p["latents"], p["all"], tmp_path / "m.json",
-                    tmp_path / "scores", tmp_path / "plots")
+                    tmp_path / "scores", tmp_path / "plots", classifier=p["classifier"], dec_model=p["dec_model"])
     m = json.loads((tmp_path / "m.json").read_text())
+    # the run holds what `latentlab predict` assigns with, where the pipeline writes it (DEC is on here)
+    import mlflow
+
+    run_id = line.split("MLflow run ")[1].split()[0]
+    for stage, key in (("finetune", "classifier"), ("dec", "dec_model")):
+        assert [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, stage)] == [f"{stage}/{p[key].name}"]
     # DVC's metrics: a small file per method, so that `dvc metrics show` prints a row each
     assert sorted(f.name for f in (tmp_path / "scores").iterdir()) == sorted(f"{x}.json" for x in M.METHODS)
     for method in M.METHODS:

@@ -217,10 +217,12 @@ def check_server(root: str | Path | None = None, timeout: float = 5.0) -> None:
 
 
 def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: list[dict[str, float]],
-            metrics: Mapping[str, float], artifacts: list[Path], model, example: np.ndarray,
+            metrics: Mapping[str, float], artifacts: list[Path | tuple[Path, str]], model, example: np.ndarray,
             tags: Mapping[str, str], root: Path | None = None, run_id: str | None = None,
             task: str = "cluster") -> str:
     """Log one complete run and return its id. The run ends FAILED if any step raises.
+    ``artifacts``: files, each at the artifact root (a .png under figures/) or, given as
+    (path, folder), in that folder.
 
     ``run_id`` fills a run opened earlier by ``open_run`` (a sweep job's child run);
     without it a new run is created in the task's experiment.
@@ -303,8 +305,9 @@ def _log_run(*, cfg, history, metrics, artifacts, model, example, tags, root, ru
         for i in range(0, len(step_metrics), 1000):
             client.log_batch(run.info.run_id, metrics=step_metrics[i:i + 1000])
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for path in artifacts:
-            mlflow.log_artifact(str(path), artifact_path="figures" if path.suffix == ".png" else None)
+        for item in artifacts:  # a path, or (path, the artifact folder it goes in)
+            path, folder = item if isinstance(item, tuple) else (item, "figures" if item.suffix == ".png" else None)
+            mlflow.log_artifact(str(path), artifact_path=folder)
         import torch
 
         with torch.inference_mode():

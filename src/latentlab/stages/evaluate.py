@@ -21,7 +21,8 @@ from latentlab.stages.common import main, scored
 
 def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, latents: Path,
              assignments: list[Path], metrics_out: Path, scores_dir: Path, plots_dir: Path,
-             exported: Path | None = None, run_id: str | None = None) -> str:
+             exported: Path | None = None, classifier: Path | None = None, dec_model: Path | None = None,
+             run_id: str | None = None) -> str:
     """Score every method, draw the figures, and log the whole execution as one MLflow run.
 
     ``metrics_out``: every score of every method, each autoencoder method's gain over its raw
@@ -30,8 +31,10 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     with different export methods rank by what each hands its user).
     ``scores_dir``: one small file per method (its headline scores and, for an autoencoder
     method, the gain over its raw twin), DVC's metrics: `dvc metrics show` prints a row per method.
-    ``exported``: the export stage's table, logged as an artifact. ``run_id``: fill this
-    open run (a sweep job's) instead of creating one.
+    ``exported``: the export stage's table, logged as an artifact; ``classifier`` (the
+    finetune stage's) and ``dec_model`` (the dec stage's, when dec.enabled): what `latentlab
+    predict` assigns new data with, logged under finetune/ and dec/ as the pipeline writes them.
+    ``run_id``: fill this open run (a sweep job's) instead of creating one.
     """
     tracking.check_server()
     protocol = cfg["protocol"]
@@ -119,7 +122,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
                  "epochs": result["train"]["epochs"]})
     run_id = tracking.log_run(
         cfg=cfg, run_id=run_id, history=hist, metrics=flat,
-        artifacts=[*figures, metrics_out, model, history, *([exported] if exported else [])], model=net,
+        artifacts=[*figures, metrics_out, model, history, *([exported] if exported else []),
+                   *([(classifier, "finetune")] if classifier else []),
+                   *([(dec_model, "dec")] if dec_model and cfg["dec"]["enabled"] else [])], model=net,
         example=originals.numpy()[:2],
         tags={"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
               "protocol": protocol, "training.stalled": str(result["train"]["stalled"]).lower()})
