@@ -81,6 +81,21 @@ def test_self_labelling_is_deterministic_and_rounds_zero_is_a_no_op(noisy_digits
     assert off.net is None and np.array_equal(off.labels, noisy_digits[2])
 
 
+def test_soft_targets_learn_the_last_relabelling_sharpened(noisy_digits):
+    """targets=soft: the second round trains on the first round's probabilities, sharpened
+    (its argmax kept, its doubt kept smaller), and still corrects the noisy labels."""
+    p = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    s = ft.sharpen(p)
+    assert s.dtype == np.float32 and np.allclose(s.sum(1), 1.0) and (s.argmax(1) == p.argmax(1)).all()
+    assert np.allclose(s[0], np.array([36, 9, 1]) / 46) and (s.max(1) > p.max(1)).all()
+    _, y, _, _ = noisy_digits
+    hard = _run(noisy_digits, rounds=2, epochs=3)
+    soft = _run(noisy_digits, rounds=2, epochs=3, targets="soft")
+    assert hard.rounds[0] == soft.rounds[0]  # the first round has only the clusterer's hard labels
+    assert soft.rounds[1]["loss"] != hard.rounds[1]["loss"]
+    assert cluster_accuracy(y, soft.labels) > 0.85, (cluster_accuracy(y, soft.labels), cluster_accuracy(y, hard.labels))
+
+
 def test_saved_classifier_reloads_to_the_same_predictions(noisy_digits, tmp_path):
     x = noisy_digits[0]
     result = _run(noisy_digits, epochs=1)

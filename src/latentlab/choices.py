@@ -26,6 +26,7 @@ ACTIVATIONS = {"relu": "ReLU", "gelu": "GELU", "elu": "ELU", "leaky_relu": "Leak
                "silu": "SiLU"}  # config name -> torch.nn class
 AUGMENT_TARGETS = ("auto", "augmented", "original")  # what the autoencoder reconstructs from an augmented image
 FINETUNE_SCHEDULES = ("cosine", "onecycle")
+FINETUNE_TARGETS = ("hard", "soft")
 # export.method: the autoencoder methods (metric_names' names) whose stage saves the model that
 # `latentlab predict` applies; the second needs dec.enabled
 EXPORT_METHODS = ("autoencoder_selflabel", "autoencoder_dec")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from latentlab.choices import (ACTIVATIONS, ALGORITHMS, ANOMALY_PROTOCOLS, ANOMALY_SCORES, ASSIGN_REST,
                                AUGMENT_TARGETS, CLASSES, DATASETS, EXPORT_METHODS, FILE_DATASETS,
-                               FINETUNE_SCHEDULES, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
+                               FINETUNE_SCHEDULES, FINETUNE_TARGETS, INPUT_DIMS, MANIFOLDS, MODELS, OPTIMIZERS,
                                PROTOCOLS, ANOMALY_ERRORS, IMAGE_ONLY_ERRORS, VECTOR_DATASETS, SCALINGS, SELECT_K, TASKS, THRESHOLDS, check)
 from latentlab.errors import ConfigError
 
@@ -314,6 +314,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "finetune.rounds", 0, 20)
     _validate_cnn(cfg, name, _int_list(cfg, "finetune.channels"))
     _choice(cfg, "finetune.lr_schedule", FINETUNE_SCHEDULES)
+    _choice(cfg, "finetune.targets", FINETUNE_TARGETS)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _float(cfg, "finetune.recon_weight", 0.0, 1e6)
     _int(cfg, "finetune.epochs", 1)

@@ -248,11 +248,19 @@ def fresh_classifier(input_shape: tuple[int, ...], k: int, seed: int, channels: 
     return MLPNet(int(math.prod(input_shape)), k)
 
 
+def sharpen(proba: np.ndarray, temperature: float = 0.5) -> np.ndarray:
+    """Class probabilities (N, k) raised to 1 / ``temperature`` and renormalised, float32: a
+    soft label that keeps the ranking and the doubt of a guess but pulls it toward its
+    argmax (MixMatch's sharpening, T = 0.5)."""
+    p = np.asarray(proba, dtype=np.float64) ** (1.0 / temperature)
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
 def recipe(f: Mapping[str, Any]) -> dict[str, Any]:
     """``self_label``'s keyword arguments from the ``finetune`` config section that the
     autoencoder method and its raw twin share (the twin has no decoder: no recon_weight)."""
     keys = ("rounds", "epochs", "fraction", "lr", "batch_size", "augment", "label_smoothing", "lr_schedule",
-            "min_steps", "views")
+            "min_steps", "views", "targets")
     return {key: f[key] for key in keys}
 
 
@@ -261,7 +269,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
                lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0,
-               views: int = 1) -> SelfLabelResult:
+               views: int = 1, targets: str = "hard") -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
     reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
 
@@ -274,6 +282,10 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     with a ``Classifier`` that carries its decoder adds that weight x the reconstruction MSE
     of the augmented input to the loss; the decoder is dropped at the end. Each relabelling
     averages the classifier over ``views`` views of every image (``predict_proba``).
+    ``targets="soft"``: from the second round on, the network learns the last relabelling's
+    probabilities, sharpened (``sharpen``), instead of their argmax: a border-line image
+    teaches its doubt rather than a coin flip (MixMatch's guessed labels; the first round
+    has only the clusterer's hard assignments).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -288,10 +300,12 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     trainer_args = {key: v for key, v in (trainer or {}).items()
                     if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")}
     tiebreak = np.asarray(typicality)
+    proba = None  # the last relabelling's class probabilities (N, k)
     for r in range(rounds):
         idx = confident_subset(result.labels, reliability(result.labels, neighbors, tiebreak), k, fraction)
-        dl = DataLoader(TensorDataset(data[idx], torch.from_numpy(result.labels[idx])),
-                        batch_size=batch_size, shuffle=True)
+        y = torch.from_numpy(sharpen(proba[idx])) if targets == "soft" and proba is not None \
+            else torch.from_numpy(result.labels[idx])
+        dl = DataLoader(TensorDataset(data[idx], y), batch_size=batch_size, shuffle=True)
         n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
                            lr_schedule=lr_schedule, recon_weight=recon_weight)
