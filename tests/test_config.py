@@ -46,6 +46,7 @@ def cfg():
     ("baselines.pca_components", 1000, "baselines.pca_components must be an int in [1, 784], got 1000"),
     ("train.val_fraction", 0.0, "train.val_fraction must be a number in (0.0, 0.5], got 0.0"),
     ("finetune.targets", "probs", "finetune.targets must be one of ['hard', 'soft'], got 'probs'"),
+    ("finetune.ema", 1.0, "finetune.ema must be a number in [0.0, 1.0), got 1.0"),
     ("finetune.views", 0, "finetune.views must be an int in [1, 64], got 0"),
     ("finetune.channels", [], "finetune.channels must be a non-empty list of positive ints, got []"),
     ("finetune.channels", [16, 0], "finetune.channels must be a non-empty list of positive ints, got [16, 0]"),

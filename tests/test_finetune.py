@@ -213,3 +213,41 @@ def test_a_conv_net_relabels_channels_last_as_it_would_in_the_default_layout_and
     slow = ft.predict_proba(net, x, batch_size=2048, views=3, augment=aug, seed=0, channels_last=False)
     np.testing.assert_allclose(fast, slow, atol=1e-5)
     np.testing.assert_array_equal(fast.argmax(1), slow.argmax(1))
+
+
+class _Descent(__import__("pytorch_lightning").LightningModule):
+    """One weight that plain SGD moves by exactly -1 a step: w after step t is -t."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return self.w * 1.0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.w], lr=1.0)
+
+
+def test_late_ema_keeps_the_moving_average_of_the_second_half_of_the_steps():
+    import pytorch_lightning as pl
+
+    steps, decay = 10, 0.5
+    module = _Descent()
+    dl = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)
+    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+               enable_progress_bar=False, accelerator="cpu", callbacks=[ft.LateEMA(decay, steps)]).fit(module, dl)
+    # updates after steps 6..10 (step_idx 5..9): the first copies w = -6, then avg <- decay avg + (1 - decay) w
+    expected = -6.0
+    for t in range(7, steps + 1):
+        expected = decay * expected + (1 - decay) * -t
+    assert module.w.item() == pytest.approx(expected) and expected != -steps
+
+
+def test_ema_rounds_still_correct_wrong_labels_and_end_on_averaged_weights(noisy_digits):
+    _, y, _, _ = noisy_digits
+    last = _run(noisy_digits, rounds=2, epochs=3)
+    ema = _run(noisy_digits, rounds=2, epochs=3, ema=0.9)
+    assert ema.rounds[0]["loss"] == last.rounds[0]["loss"]  # the same training; the average is kept at the end
+    assert not torch.equal(ema.net.head.weight, last.net.head.weight)
+    assert cluster_accuracy(y, ema.labels) > 0.85, (cluster_accuracy(y, ema.labels), cluster_accuracy(y, last.labels))

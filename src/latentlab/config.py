@@ -317,6 +317,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "finetune.targets", FINETUNE_TARGETS)
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _float(cfg, "finetune.recon_weight", 0.0, 1e6)
+    _float(cfg, "finetune.ema", 0.0, 1.0, hi_open=True)
     _int(cfg, "finetune.epochs", 1)
     _int(cfg, "finetune.min_steps", 0)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import WeightAveraging
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from latentlab.config import check_cnn_fits
@@ -162,6 +164,25 @@ class LitSelfLabel(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
+class LateEMA(WeightAveraging):
+    """An exponential moving average of the weights (decay ``decay`` a step) over the last
+    half of a round's steps, which the network keeps when the round ends (the averaged
+    teacher of Mean Teacher, FixMatch's evaluation model).
+
+    Why the last half: a one-cycle round climbs to its peak rate and back, and an average
+    from its first step would pull the round's starting weights into the result (at
+    0.999 over 1,100 steps a third of it); the annealing half's iterates are the ones
+    worth averaging, as they each fit the round's labels differently where those labels
+    are wrong."""
+
+    def __init__(self, decay: float, total_steps: int) -> None:
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.start = total_steps // 2
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start
+
+
 def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """b's cluster ids (N,) renamed to a's, one-to-one (Hungarian, on their contingency
     table), (N,) int; -1 where b's cluster has no partner in a (b has more clusters)."""
@@ -260,7 +281,7 @@ def recipe(f: Mapping[str, Any]) -> dict[str, Any]:
     """``self_label``'s keyword arguments from the ``finetune`` config section that the
     autoencoder method and its raw twin share (the twin has no decoder: no recon_weight)."""
     keys = ("rounds", "epochs", "fraction", "lr", "batch_size", "augment", "label_smoothing", "lr_schedule",
-            "min_steps", "views", "targets")
+            "min_steps", "views", "targets", "ema")
     return {key: f[key] for key in keys}
 
 
@@ -269,7 +290,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
                lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0,
-               views: int = 1, targets: str = "hard") -> SelfLabelResult:
+               views: int = 1, targets: str = "hard", ema: float = 0.0) -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
     reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
 
@@ -285,7 +306,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     ``targets="soft"``: from the second round on, the network learns the last relabelling's
     probabilities, sharpened (``sharpen``), instead of their argmax: a border-line image
     teaches its doubt rather than a coin flip (MixMatch's guessed labels; the first round
-    has only the clusterer's hard assignments).
+    has only the clusterer's hard assignments). ``ema`` > 0: each round ends with the
+    exponential moving average (that decay a step) of its second half's weights (``LateEMA``).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -310,7 +332,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
                            lr_schedule=lr_schedule, recon_weight=recon_weight)
         t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                       devices=1, **trainer_args)
+                       devices=1, callbacks=[LateEMA(ema, n_epochs * len(dl))] if ema > 0 else None,
+                       **trainer_args)
         net.train()  # Lightning keeps a module's mode: a loaded encoder, or the last round's net, is in eval mode
         t.fit(lit, dl)
         proba = predict_proba(net, x, views=views, augment=augment, seed=seed + r)
