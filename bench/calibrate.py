@@ -95,9 +95,10 @@ def cluster(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
              "cluster_s": round(time.perf_counter() - t), **s})
 
 
-def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
+def finetune(work: Path, tag: str, seed: int, overrides: list[str], twin: bool = True) -> None:
     """autoencoder_selflabel on the tag's autoencoder and clusters, and its raw twin
-    raw_selflabel (the same recipe on the pixels' clusters, cached per seed and overrides)."""
+    raw_selflabel (the same recipe on the pixels' clusters, cached per seed and overrides;
+    ``twin=False``: not run, not recorded)."""
     from latentlab.metrics import scores
     from latentlab.stages.baselines import baselines
     from latentlab.stages.finetune import finetune
@@ -115,16 +116,18 @@ def finetune(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
                    out / f"finetune-{name}.npz", out / f"classifier-{name}.pt"), flush=True)
     seconds = time.perf_counter() - t
     # the twin depends on the self-labelling recipe, not on the autoencoder's overrides
-    twin = work / f"raw_selflabel-{seed}-{_name(overrides, 'finetune.', 'cluster')}.npz"
-    if not twin.exists():
-        print(raw_selflabel(cfg, data, base, twin), flush=True)
+    path = work / f"raw_selflabel-{seed}-{_name(overrides, 'finetune.', 'cluster')}.npz"
+    if twin and not path.exists():
+        print(raw_selflabel(cfg, data, base, path), flush=True)
     y = _labels(data)
-    with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b, \
-            np.load(twin) as r:
-        tuned, ae, px, raw = f["autoencoder_selflabel"], c["autoencoder"], b["raw_cluster"], r["raw_selflabel"]
-    _record({"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides, "seconds": round(seconds),
-             "autoencoder_acc": scores(y, ae)["acc"], "raw_cluster_acc": scores(y, px)["acc"],
-             "raw_selflabel": scores(y, raw), **scores(y, tuned)})
+    with np.load(out / f"finetune-{name}.npz") as f, np.load(out / "cluster.npz") as c, np.load(base) as b:
+        tuned, ae, px = f["autoencoder_selflabel"], c["autoencoder"], b["raw_cluster"]
+    record = {"what": "finetune", "tag": tag, "seed": seed, "overrides": overrides, "seconds": round(seconds),
+              "autoencoder_acc": scores(y, ae)["acc"], "raw_cluster_acc": scores(y, px)["acc"]}
+    if twin:
+        with np.load(path) as r:
+            record["raw_selflabel"] = scores(y, r["raw_selflabel"])
+    _record({**record, **scores(y, tuned)})
 
 
 def graph(work: Path, tag: str, seed: int, overrides: list[str]) -> None:
@@ -260,6 +263,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "latentlab-calibrate")
     p.add_argument("--threads", type=int, help="torch threads (two runs side by side: 1 each)")
     p.add_argument("--from-model", type=Path, help="cluster: start from this trained model.pt instead of training")
+    p.add_argument("--no-twin", action="store_true", help="finetune: skip the raw twin (deciding on the autoencoder side)")
     p.add_argument("--gamma", type=float, default=0.1, help="dec: weight of the reconstruction loss")
     p.add_argument("--no-augment", action="store_true", help="dec: DCEC as published, unaugmented")
     p.add_argument("--maxiter", type=int, default=20000, help="dec: most optimizer steps")
@@ -276,10 +280,12 @@ def main() -> None:
         knn(a.work, a.tag.split(","))
     elif a.what == "raw_dec":
         raw_dec(a.work, a.seed, a.overrides, gamma=a.gamma, maxiter=a.maxiter)
+    elif a.what == "finetune":
+        finetune(a.work, a.tag, a.seed, a.overrides, twin=not a.no_twin)
     elif a.what == "dec":
         dec(a.work, a.tag, a.seed, a.overrides, gamma=a.gamma, augment=not a.no_augment, maxiter=a.maxiter)
     else:
-        {"cluster": cluster, "finetune": finetune, "graph": graph}[a.what](a.work, a.tag, a.seed, a.overrides)
+        {"cluster": cluster, "graph": graph}[a.what](a.work, a.tag, a.seed, a.overrides)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def cfg():
     ("train.val_fraction", 0.0, "train.val_fraction must be a number in (0.0, 0.5], got 0.0"),
     ("finetune.targets", "probs", "finetune.targets must be one of ['hard', 'soft'], got 'probs'"),
     ("finetune.ema", 1.0, "finetune.ema must be a number in [0.0, 1.0), got 1.0"),
+    ("finetune.mixup", -1, "finetune.mixup must be a number in [0.0, 100.0], got -1"),
+    ("finetune.restart", "yes", "finetune.restart must be true or false, got 'yes'"),
     ("finetune.views", 0, "finetune.views must be an int in [1, 64], got 0"),
     ("finetune.channels", [], "finetune.channels must be a non-empty list of positive ints, got []"),
     ("finetune.channels", [16, 0], "finetune.channels must be a non-empty list of positive ints, got [16, 0]"),

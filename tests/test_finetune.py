@@ -251,3 +251,35 @@ def test_ema_rounds_still_correct_wrong_labels_and_end_on_averaged_weights(noisy
     assert ema.rounds[0]["loss"] == last.rounds[0]["loss"]  # the same training; the average is kept at the end
     assert not torch.equal(ema.net.head.weight, last.net.head.weight)
     assert cluster_accuracy(y, ema.labels) > 0.85, (cluster_accuracy(y, ema.labels), cluster_accuracy(y, last.labels))
+
+
+def test_mixup_trains_on_mixed_pairs_deterministically_and_still_corrects(noisy_digits):
+    _, y, _, _ = noisy_digits
+    plain = _run(noisy_digits, rounds=1, epochs=3)
+    mixed, again = (_run(noisy_digits, rounds=1, epochs=3, mixup=1.0) for _ in range(2))
+    # a mixed pair's loss is higher than a clean image's: the mix is what it learns
+    assert mixed.rounds[0]["loss"] > plain.rounds[0]["loss"] and mixed.rounds == again.rounds
+    assert cluster_accuracy(y, mixed.labels) > 0.85, (cluster_accuracy(y, mixed.labels), cluster_accuracy(y, plain.labels))
+
+
+def test_restart_trains_every_round_from_the_given_weights(noisy_digits, monkeypatch):
+    import copy
+
+    _, y, _, _ = noisy_digits
+    torch.manual_seed(0)
+    ae = MLPAutoencoder(input_shape=(1, 28, 28), latent_dim=8, hidden=(128,))
+    net = ft.encoder_classifier(ae, 8, 5, seed=0)
+    given = {key: v.clone() for key, v in net.state_dict().items()}
+    starts = []  # the network's weights as each round's training begins
+
+    class Spy(ft.LitSelfLabel):
+        def on_train_start(self):
+            starts.append({key: v.clone() for key, v in self.net.state_dict().items()})
+
+    monkeypatch.setattr(ft, "LitSelfLabel", Spy)
+    cont = _run(noisy_digits, net=copy.deepcopy(net), rounds=2, epochs=2)
+    fresh = _run(noisy_digits, net=net, rounds=2, epochs=2, restart=True)
+    same = [all(torch.equal(s[key], given[key]) for key in given) for s in starts]
+    assert same == [True, False, True, True]  # continued: round 2 from round 1's end; restarted: from the start
+    assert cont.rounds[0] == fresh.rounds[0]
+    assert cluster_accuracy(y, fresh.labels) > 0.85

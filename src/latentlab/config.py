@@ -318,6 +318,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _float(cfg, "finetune.label_smoothing", 0.0, 1.0, hi_open=True)
     _float(cfg, "finetune.recon_weight", 0.0, 1e6)
     _float(cfg, "finetune.ema", 0.0, 1.0, hi_open=True)
+    _float(cfg, "finetune.mixup", 0.0, 100.0)
+    if not isinstance(_get(cfg, "finetune.restart"), bool):
+        raise ConfigError(f"finetune.restart must be true or false, got {cfg['finetune']['restart']!r}")
     _int(cfg, "finetune.epochs", 1)
     _int(cfg, "finetune.min_steps", 0)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)

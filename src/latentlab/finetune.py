@@ -133,24 +133,40 @@ class LitSelfLabel(pl.LightningModule):
     Adam with a cosine decay per epoch, or a one-cycle schedule per step peaking at lr."""
 
     def __init__(self, net: nn.Module, lr: float, epochs: int, augment: Mapping[str, float],
-                 label_smoothing: float = 0.0, lr_schedule: str = "cosine", recon_weight: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, lr_schedule: str = "cosine", recon_weight: float = 0.0,
+                 mixup: float = 0.0) -> None:
         super().__init__()
         self.net, self.lr, self.epochs, self.augment = net, lr, epochs, dict(augment)
         self.label_smoothing, self.lr_schedule, self.recon_weight = label_smoothing, lr_schedule, recon_weight
+        self.mixup = mixup
 
     def training_step(self, batch, batch_idx):
         x, y = batch  # y: class ids (B,), or class probabilities (B, k) for soft pseudo-labels
         x = to_float(x)
         if is_images(x) and (self.augment["degrees"] > 0 or self.augment["translate"] > 0):
             x = random_affine(x, self.augment["degrees"], self.augment["translate"])
+        lam, perm = 1.0, None
+        if self.mixup > 0:
+            # mixup (Zhang et al. 2018): a convex mix of two inputs learns the same mix of their
+            # labels, so a network cannot memorise one wrong pseudo-label as easily
+            lam = float(np.random.beta(self.mixup, self.mixup))
+            perm = torch.randperm(len(x))
+            x = lam * x + (1 - lam) * x[perm]
+
+        def ce(logits: torch.Tensor) -> torch.Tensor:
+            loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            if perm is None:
+                return loss
+            return lam * loss + (1 - lam) * nn.functional.cross_entropy(logits, y[perm],
+                                                                        label_smoothing=self.label_smoothing)
+
         decoder = getattr(self.net, "decoder", None)
         if self.recon_weight > 0 and decoder is not None:
             # IDEC's point: the code keeps describing the image while it learns the clusters
             z = self.net.encoder(x)
-            loss = (nn.functional.cross_entropy(self.net.head(z), y, label_smoothing=self.label_smoothing)
-                    + self.recon_weight * nn.functional.mse_loss(decoder(z), x))
+            loss = ce(self.net.head(z)) + self.recon_weight * nn.functional.mse_loss(decoder(z), x)
         else:
-            loss = nn.functional.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
+            loss = ce(self.net(x))
         self.log("finetune/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
@@ -281,7 +297,7 @@ def recipe(f: Mapping[str, Any]) -> dict[str, Any]:
     """``self_label``'s keyword arguments from the ``finetune`` config section that the
     autoencoder method and its raw twin share (the twin has no decoder: no recon_weight)."""
     keys = ("rounds", "epochs", "fraction", "lr", "batch_size", "augment", "label_smoothing", "lr_schedule",
-            "min_steps", "views", "targets", "ema")
+            "min_steps", "views", "targets", "ema", "mixup", "restart")
     return {key: f[key] for key in keys}
 
 
@@ -290,7 +306,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
                lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0,
-               views: int = 1, targets: str = "hard", ema: float = 0.0) -> SelfLabelResult:
+               views: int = 1, targets: str = "hard", ema: float = 0.0,
+               mixup: float = 0.0, restart: bool = False) -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
     reliable pseudo-labels and relabel x, ``rounds`` times; ``net`` is trained in place.
 
@@ -308,6 +325,9 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
     teaches its doubt rather than a coin flip (MixMatch's guessed labels; the first round
     has only the clusterer's hard assignments). ``ema`` > 0: each round ends with the
     exponential moving average (that decay a step) of its second half's weights (``LateEMA``).
+    ``mixup`` > 0: trains on mixup pairs, their weight drawn from Beta(mixup, mixup).
+    ``restart``: every round starts again from ``net``'s weights as given (Noisy Student's
+    fresh student), so that no round inherits what the last one memorised of its wrong labels.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
@@ -323,14 +343,17 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                     if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")}
     tiebreak = np.asarray(typicality)
     proba = None  # the last relabelling's class probabilities (N, k)
+    start = copy.deepcopy(net.state_dict()) if restart else None
     for r in range(rounds):
+        if start is not None and r > 0:
+            net.load_state_dict(start)
         idx = confident_subset(result.labels, reliability(result.labels, neighbors, tiebreak), k, fraction)
         y = torch.from_numpy(sharpen(proba[idx])) if targets == "soft" and proba is not None \
             else torch.from_numpy(result.labels[idx])
         dl = DataLoader(TensorDataset(data[idx], y), batch_size=batch_size, shuffle=True)
         n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
-                           lr_schedule=lr_schedule, recon_weight=recon_weight)
+                           lr_schedule=lr_schedule, recon_weight=recon_weight, mixup=mixup)
         t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
                        devices=1, callbacks=[LateEMA(ema, n_epochs * len(dl))] if ema > 0 else None,
                        **trainer_args)
