@@ -53,3 +53,15 @@ def test_contingency_orientation():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
         metrics.scores(np.array([0, 1, 1]), np.array([0, 1]))
+
+
+def test_mistakes_are_the_largest_off_matching_cells_with_their_samples():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([5, 5, 5, 7, 7, 7, 5, 9, 9, 7, 7])  # 5 -> 0, 7 -> 1, 9 -> 2
+    found = metrics.mistakes(y_true, y_pred)
+    assert [{k: v for k, v in f.items() if k != "index"} for f in found] == [
+        {"true": 2, "as": 1, "n": 2}, {"true": 0, "as": 1, "n": 1}, {"true": 1, "as": 0, "n": 1}]
+    assert found[0]["index"].tolist() == [9, 10] and found[1]["index"].tolist() == [3]
+    assert metrics.mistakes(y_true, y_true) == []
+    # a cluster no class is matched to (more clusters than classes): its members are all mistakes
+    assert metrics.mistakes(np.array([0, 0, 1, 1]), np.array([3, 3, 4, 8]))[0]["as"] is None

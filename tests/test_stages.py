@@ -106,7 +106,20 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
     assert ("NOT ahead" in line) is not (g["acc"] > 0 and g["nmi"] > 0)
     assert f"{g['acc']:+.3f} ACC over {g['best_raw_acc']}" in line
     # the scores of what the export stage hands over (export.method's), for ranking runs by
-    assert m["exported"] == {"method": M.FINAL, "acc": m[M.FINAL]["acc"], "nmi": m[M.FINAL]["nmi"]}
+    exported = {k: v for k, v in m["exported"].items() if k != "mistakes"}
+    assert exported == {"method": M.FINAL, "acc": m[M.FINAL]["acc"], "nmi": m[M.FINAL]["nmi"]}
+    # and its most frequent mistakes, as counts and as a figure of their images
+    from latentlab.data import Prepared
+    from latentlab.finetune import match
+
+    y = Prepared.load(p["data"]).split(cfg["protocol"])[3]
+    with np.load(p["selflabel"]) as a:
+        as_class = match(y, a[M.FINAL])  # the clusters renamed to their classes, another way
+    found = m["exported"]["mistakes"]
+    assert 0 < len(found) <= 4 and [f["n"] for f in found] == sorted((f["n"] for f in found), reverse=True)
+    for f in found:
+        assert f["true"] != f["as"] and f["n"] == int(((y == f["true"]) & (as_class == f["as"])).sum())
+    assert (tmp_path / "plots" / "mistakes.png").stat().st_size > 0
 
 
 def test_a_stalled_training_says_so(small, tmp_path):

@@ -38,6 +38,26 @@ def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(c[rows, cols].sum() / c.sum())
 
 
+def mistakes(y_true: np.ndarray, y_pred: np.ndarray, top: int = 4) -> list[dict]:
+    """The ``top`` most frequent mistakes under ``cluster_accuracy``'s matching, most first:
+    each the true label (``true``), the label its cluster is matched to (``as``; None for a
+    cluster no label is matched to), how many samples (``n``) and which ((n,) ``index``).
+    A clustering's accuracy hides whether its errors are noise or one style of a class put
+    with another; this says which."""
+    y_true, y_pred = _check(y_true, y_pred)
+    classes, t = np.unique(y_true, return_inverse=True)
+    clusters, p = np.unique(y_pred, return_inverse=True)
+    c = contingency_matrix(t, p)
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    as_class = np.full(len(clusters), -1)
+    as_class[cols] = rows
+    cells = [(c[i, j], i, j) for i in range(len(classes)) for j in range(len(clusters))
+             if c[i, j] and as_class[j] != i]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [{"true": classes[i].item(), "as": classes[as_class[j]].item() if as_class[j] >= 0 else None,
+             "n": int(n), "index": np.flatnonzero((t == i) & (p == j))} for n, i, j in cells[:top]]
+
+
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """acc, nmi, ari and purity of one clustering."""
     y_true, y_pred = _check(y_true, y_pred)

@@ -138,6 +138,15 @@ def reconstruction_grid(originals: np.ndarray, recons: np.ndarray, path: str | P
     return _image_rows([("original", originals), ("reconstruction", recons)], path)
 
 
+def mistakes(images: np.ndarray, found: list[dict], path: str | Path, title: str, n: int = 12) -> Path:
+    """A row per mistake of ``metrics.mistakes`` (most frequent first): up to ``n`` of its
+    uint8 images (N, C, H, W), labelled with the true class, the class its cluster
+    stands for and how many images it holds (at least one mistake)."""
+    rows = [(f"{m['true']} taken for {m['as'] if m['as'] is not None else 'an unmatched cluster'}: "
+             f"{m['n']} images", images[m["index"][:n]] / 255.0) for m in found]
+    return _image_rows(rows, path, note=title)
+
+
 def anomaly_extremes(images: np.ndarray, recons: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray,
                      path: str | Path, n: int = 10, classes: np.ndarray | None = None) -> Path:
     """The n most and n least anomalous test images (N, C, H, W) in [0, 1], each above its

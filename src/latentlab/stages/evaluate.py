@@ -75,7 +75,9 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
                                   **{f"best_raw_{s}": best[s] for s in ("acc", "nmi")}}
                               for m in methods if not M.is_raw(m)}
         chosen = cfg["export"]["method"]
-        result["exported"] = {"method": chosen, **{s: result[chosen][s] for s in ("acc", "nmi")}}
+        found = metrics.mistakes(y, labels[chosen])
+        result["exported"] = {"method": chosen, **{s: result[chosen][s] for s in ("acc", "nmi")},
+                              "mistakes": [{k: v for k, v in m.items() if k != "index"} for m in found]}
     hist = history_file.read(history)
     mean_mse = models.mean_sample_mse(x_fit, x_score)
     result["train"] = {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist),
@@ -100,6 +102,10 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
             drawn.append(plots.twin_bars(plots.twin_rows([result], twins), tmp / "twins.png"))
         if ds.is_images:
             drawn.append(plots.reconstruction_grid(originals.numpy(), recons, tmp / "reconstructions.png"))
+        if ds.labelled and ds.is_images and found:
+            drawn.append(plots.mistakes(
+                x_score, found, tmp / "mistakes.png",
+                f"{chosen} (exported): its most frequent mistakes, ACC {result[chosen]['acc']:.4f}"))
         for m in methods if ds.labelled else ():
             s = result[m]
             drawn.append(plots.contingency_heatmap(
