@@ -129,6 +129,26 @@ def verdicts(runs: list[dict]) -> list[str]:
     return lines
 
 
+def mistakes_table(runs: list[dict]) -> list[str]:
+    """Per seed, the exported method's most frequent mistakes (evaluate's metrics.json, runs
+    since it counts them): whether its errors are scattered or one style of a digit taken
+    for another, the same on every seed."""
+    have = [r for r in runs if r["metrics"].get("exported", {}).get("mistakes")]
+    if not have:
+        return []
+    lines = ["", f"## What the exported method gets wrong (`{exported(have)}`, its four most frequent mistakes)", "",
+             "A true class, the class its cluster stands for, and how many images; the figure of them is each run's",
+             "`outputs/evaluate/plots/mistakes.png`.", "",
+             "| seed | errors | most frequent: true -> taken for (images) | share of the errors |", "| ---: | ---: | --- | ---: |"]
+    for r in have:
+        e = r["metrics"]["exported"]
+        errors = round(r["metrics"]["n_scored"] * (1 - e["acc"]))
+        top = e["mistakes"]
+        lines.append(f"| {r['seed']} | {errors} | " + ", ".join(f"{m['true']} -> {m['as']} ({m['n']})" for m in top)
+                     + f" | {sum(m['n'] for m in top) / max(errors, 1):.0%} |")
+    return lines
+
+
 def twins_figure(runs: list[dict], path: Path, title: str) -> Path:
     """Each autoencoder method beside its raw twin: mean over the seeds, whiskers min..max."""
     from latentlab.plots import twin_bars, twin_rows
@@ -190,6 +210,7 @@ def main() -> None:
     for r in runs:
         doc.append(f"| {r['seed']} | " + " | ".join(f"{r['metrics'][m]['acc']:.4f} / {r['metrics'][m]['nmi']:.4f}"
                                                    for m in scored(runs)) + " |")
+    doc += mistakes_table(runs)
     timed, timing = runs, []
     if a.times:  # stage times from a run alone: side-by-side seeds share the cores
         tfm = load(RESULTS / f"full_mnist-{a.times}.json")
