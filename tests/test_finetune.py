@@ -3,6 +3,7 @@ deterministic, and that its saved classifier reloads to the same function."""
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from sklearn.decomposition import PCA
@@ -139,14 +140,6 @@ def test_relabelling_over_views_is_their_seeded_mean_and_the_checkpoint_repeats_
     np.testing.assert_array_equal(ft.predict_proba(two.net, x, **two.relabel).argmax(1), two.labels)
 
 
-def test_match_renames_cluster_ids_one_to_one():
-    a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
-    assert ft.match(a, b).tolist() == [0, 0, 2, 1, 1, 2, 2, 0]
-    with pytest.raises(ConfigError, match="8 assignments with 3"):
-        ft.match(a, b[:3])
-
-
 def test_fresh_cnn_on_every_noisy_label_corrects_and_reloads(noisy_digits, tmp_path):
     """The raw twin's recipe: a network that never saw an autoencoder, every label used."""
     x, y, _, _ = noisy_digits
@@ -215,7 +208,7 @@ def test_a_conv_net_relabels_channels_last_as_it_would_in_the_default_layout_and
     np.testing.assert_array_equal(fast.argmax(1), slow.argmax(1))
 
 
-class _Descent(__import__("pytorch_lightning").LightningModule):
+class _Descent(pl.LightningModule):
     """One weight that plain SGD moves by exactly -1 a step: w after step t is -t."""
 
     def __init__(self):
@@ -230,8 +223,6 @@ class _Descent(__import__("pytorch_lightning").LightningModule):
 
 
 def test_late_ema_keeps_the_moving_average_of_the_second_half_of_the_steps():
-    import pytorch_lightning as pl
-
     steps, decay = 10, 0.5
     module = _Descent()
     dl = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)

@@ -55,6 +55,14 @@ def test_mismatched_lengths_are_an_error():
         metrics.scores(np.array([0, 1, 1]), np.array([0, 1]))
 
 
+def test_match_renames_cluster_ids_one_to_one():
+    a = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    b = np.array([5, 5, 7, 9, 9, 7, 7, 5])  # 5 <-> 0, 9 <-> 1, 7 <-> 2
+    assert metrics.match(a, b).tolist() == [0, 0, 2, 1, 1, 2, 2, 0]
+    with pytest.raises(ValueError, match=r"shapes \(8,\) and \(3,\)"):
+        metrics.match(a, b[:3])
+
+
 def test_mistakes_are_the_largest_off_matching_cells_with_their_samples():
     y_true = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
     y_pred = np.array([5, 5, 5, 7, 7, 7, 5, 9, 9, 7, 7])  # 5 -> 0, 7 -> 1, 9 -> 2

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import with_value
 from latentlab import metric_names as M
+from latentlab import metrics
 from latentlab.config import validate
 from latentlab.errors import ConfigError, LatentlabError
 
@@ -110,11 +111,10 @@ def test_evaluate_scores_each_autoencoder_method_beside_its_raw_twin(small, tmp_
     assert exported == {"method": M.FINAL, "acc": m[M.FINAL]["acc"], "nmi": m[M.FINAL]["nmi"]}
     # and its most frequent mistakes, as counts and as a figure of their images
     from latentlab.data import Prepared
-    from latentlab.finetune import match
 
     y = Prepared.load(p["data"]).split(cfg["protocol"])[3]
     with np.load(p["selflabel"]) as a:
-        as_class = match(y, a[M.FINAL])  # the clusters renamed to their classes, another way
+        as_class = metrics.match(y, a[M.FINAL])  # the clusters renamed to their classes
     found = m["exported"]["mistakes"]
     assert 0 < len(found) <= 4 and [f["n"] for f in found] == sorted((f["n"] for f in found), reverse=True)
     for f in found:

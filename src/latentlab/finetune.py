@@ -199,22 +199,6 @@ class LateEMA(WeightAveraging):
         return step_idx is not None and step_idx >= self.start
 
 
-def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """b's cluster ids (N,) renamed to a's, one-to-one (Hungarian, on their contingency
-    table), (N,) int; -1 where b's cluster has no partner in a (b has more clusters)."""
-    from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics.cluster import contingency_matrix
-
-    if len(a) != len(b):
-        raise ConfigError(f"cannot compare {len(a)} assignments with {len(b)}: re-run `dvc repro`")
-    ua, ia = np.unique(a, return_inverse=True)
-    ub, ib = np.unique(b, return_inverse=True)
-    rows, cols = linear_sum_assignment(contingency_matrix(ia, ib), maximize=True)
-    to_a = np.full(len(ub), -1)
-    to_a[cols] = ua[rows]
-    return to_a[ib]
-
-
 def predict_proba(net: nn.Module, x: np.ndarray, batch_size: int = 256, *, views: int = 1,
                   augment: Mapping[str, float] | None = None, seed: int = 0,
                   channels_last: bool | None = None) -> np.ndarray:

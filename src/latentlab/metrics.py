@@ -38,24 +38,34 @@ def cluster_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(c[rows, cols].sum() / c.sum())
 
 
-def mistakes(y_true: np.ndarray, y_pred: np.ndarray, top: int = 4) -> list[dict]:
-    """The ``top`` most frequent mistakes under ``cluster_accuracy``'s matching, most first:
-    each the true label (``true``), the label its cluster is matched to (``as``; None for a
-    cluster no label is matched to), how many samples (``n``) and which ((n,) ``index``).
-    A clustering's accuracy hides whether its errors are noise or one style of a class put
-    with another; this says which."""
+def match(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """The cluster ids renamed to the labels ``cluster_accuracy`` matches them to, one-to-one
+    (Hungarian, on the contingency table), (N,) int; -1 for a cluster no label is matched to
+    (more clusters than labels)."""
     y_true, y_pred = _check(y_true, y_pred)
     classes, t = np.unique(y_true, return_inverse=True)
     clusters, p = np.unique(y_pred, return_inverse=True)
-    c = contingency_matrix(t, p)
-    rows, cols = linear_sum_assignment(c, maximize=True)
-    as_class = np.full(len(clusters), -1)
-    as_class[cols] = rows
-    cells = [(c[i, j], i, j) for i in range(len(classes)) for j in range(len(clusters))
-             if c[i, j] and as_class[j] != i]
-    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
-    return [{"true": classes[i].item(), "as": classes[as_class[j]].item() if as_class[j] >= 0 else None,
-             "n": int(n), "index": np.flatnonzero((t == i) & (p == j))} for n, i, j in cells[:top]]
+    rows, cols = linear_sum_assignment(contingency_matrix(t, p), maximize=True)
+    to_class = np.full(len(clusters), -1, dtype=np.int64)
+    to_class[cols] = classes[rows]
+    return to_class[p]
+
+
+def mistakes(y_true: np.ndarray, y_pred: np.ndarray, top: int = 4) -> list[dict]:
+    """The ``top`` most frequent mistakes under ``match``, most first: each the true label
+    (``true``), the label its cluster is matched to (``as``; None for a cluster no label is
+    matched to), how many samples (``n``) and which ((n,) ``index``). A clustering's accuracy
+    hides whether its errors are noise or one style of a class put with another; this says which."""
+    y_true, y_pred = _check(y_true, y_pred)
+    as_class = match(y_true, y_pred)
+    wrong = as_class != y_true
+    if not wrong.any():
+        return []
+    pairs, counts = np.unique(np.stack([y_true[wrong], as_class[wrong]], 1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:top]  # most first; ties by true, then by as
+    return [{"true": pairs[o, 0].item(), "as": None if pairs[o, 1] == -1 else pairs[o, 1].item(),
+             "n": int(counts[o]), "index": np.flatnonzero(wrong & (y_true == pairs[o, 0]) & (as_class == pairs[o, 1]))}
+            for o in order]
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
