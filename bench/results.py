@@ -68,6 +68,19 @@ def overrides(fm: dict) -> list[str]:
     return fm["was"]["overrides"] if "was" in fm else fm.get("overrides", [])
 
 
+def dataset(fm: dict) -> tuple[str, str, list[str]]:
+    """The runs' data: (a sentence for the page, a name for the figure's title, the commands that
+    make it). Full MNIST unless ``data`` overrides name other data, e.g. bench/mnist16.py's file."""
+    data = [o for o in overrides(fm) if o.split("=")[0].split(".")[0] == "data" and not o.startswith("data.max_")]
+    if not data or data == ["data=mnist"]:
+        return ("Full MNIST (70,000 images,\n`protocol: all`: fitted and scored on every image, labels only to score, "
+                "as the published tables).", "full MNIST", [])
+    made = [o.split("=", 1)[1] for o in data if o.startswith("data.path=") and "mnist16" in o]
+    return (f"Data: `{' '.join(data)}`" + (" (USPS-shaped MNIST: 9,298 images, 16x16)" if made else "")
+            + "; every image fitted and\nscored, labels only to score.", "`" + " ".join(data) + "`",
+            [f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/mnist16.py {m}" for m in made])
+
+
 def command(fm: dict, tag: str) -> str:
     seeds = " ".join(str(r["seed"]) for r in fm["runs"])
     sets = "".join(f" --set {o}" for o in overrides(fm))
@@ -193,9 +206,9 @@ def main() -> None:
            "Written by bench/results.py from "
            + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
            "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
-           f"({how}), on {fm['machine']}. Config: {cfg}. Full MNIST (70,000 images,",
-           "`protocol: all`: fitted and scored on every image, labels only to score, as the published tables).",
-           "", "```bash", *(command(f, tag) for tag, _, f in files),
+           f"({how}), on {fm['machine']}. Config: {cfg}. {dataset(fm)[0]}",
+           "", "```bash", *dataset(fm)[2],
+           *(command(f, tag) for tag, _, f in files),
            "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
            + (f" --times {a.times}" if a.times else "")
            + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme"), "```", "",
@@ -240,7 +253,7 @@ def main() -> None:
     doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
     out.parent.mkdir(parents=True, exist_ok=True)
     twins_figure(runs, figure,
-                 f"what the latent space bought, full MNIST, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: "
+                 f"what the latent space bought, {dataset(fm)[1]}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: "
                  "each autoencoder method beside its raw twin"
                  + (" (whiskers: min..max over seeds)" if len(seeds) > 1 else ""))
     out.write_text("\n".join(doc) + "\n")

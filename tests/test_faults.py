@@ -117,7 +117,7 @@ def test_an_unreachable_tracking_server_fails_before_training(tmp_path, tiny_cfg
 
 def test_a_sweep_against_an_unreachable_server_is_one_clear_error(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}"
-    r = subprocess.run([str(BIN / "latentlab"), "data=digits", "train.max_epochs=1", "trainer.accelerator=cpu",
+    r = subprocess.run([str(BIN / "latentlab"), "data=digits", "train.max_epochs=1", "train.min_steps=0", "trainer.accelerator=cpu",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                        env={**os.environ, "MLFLOW_TRACKING_URI": url}, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]

@@ -45,18 +45,28 @@ def test_fit_save_load_encode_round_trip(tmp_path, tiny_cfg):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # checkpoints cleaned up
 
 
-def test_a_small_dataset_trains_for_min_steps(tmp_path, tiny_cfg):
+def _epochs(tmp_path, tiny_cfg, max_epochs, min_steps, patience=100, lr=None):
+    """Epochs trained on 100 random 8x8 images: 80 training images in batches of 32, 3 steps an epoch."""
     x = np.random.default_rng(1).integers(0, 256, size=(100, 1, 8, 8), dtype=np.uint8)
     model = {**MLP, "hidden": [16], "latent_dim": 2}
+    optimizer = {**tiny_cfg["optimizer"], **({} if lr is None else {"lr": lr})}
+    return len(training.fit(x, model=model, optimizer=optimizer, trainer=tiny_cfg["trainer"],
+                            batch_size=32, max_epochs=max_epochs, val_fraction=0.2, patience=patience,
+                            min_delta=0.0, seed=0, workdir=tmp_path, min_steps=min_steps).history)
 
-    def epochs(max_epochs, min_steps):  # 80 training images in batches of 32: 3 steps an epoch
-        return len(training.fit(x, model=model, optimizer=tiny_cfg["optimizer"], trainer=tiny_cfg["trainer"],
-                                batch_size=32, max_epochs=max_epochs, val_fraction=0.2, patience=100,
-                                min_delta=0.0, seed=0, workdir=tmp_path, min_steps=min_steps).history)
 
-    assert epochs(1, 7) == 3   # ceil(7 / 3)
-    assert epochs(4, 7) == 4   # max_epochs is the more
-    assert epochs(2, 0) == 2
+def test_a_small_dataset_trains_for_min_steps(tmp_path, tiny_cfg):
+    assert _epochs(tmp_path, tiny_cfg, 1, 7) == 3   # ceil(7 / 3)
+    assert _epochs(tmp_path, tiny_cfg, 4, 7) == 4   # max_epochs is the more
+    assert _epochs(tmp_path, tiny_cfg, 2, 0) == 2
+
+
+def test_early_stopping_waits_for_min_steps(tmp_path, tiny_cfg):
+    # at lr 0 the validation loss never improves on the first epoch's: patience 1 stops after 2 epochs
+    assert _epochs(tmp_path, tiny_cfg, 8, 0, patience=1, lr=0.0) == 2
+    # ... but not before min_steps' epochs (10 steps: 4 epochs), and max_epochs still ends it
+    assert _epochs(tmp_path, tiny_cfg, 8, 10, patience=1, lr=0.0) == 4
+    assert _epochs(tmp_path, tiny_cfg, 3, 30, patience=1, lr=0.0) == 10
 
 
 def test_training_is_deterministic(tmp_path, tiny_cfg):

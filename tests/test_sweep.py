@@ -280,7 +280,7 @@ def test_anomaly_sweep_over_the_normal_class(tmp_path):
 @pytest.mark.e2e
 def test_digits_with_the_self_labelling_off_runs_to_the_end(tmp_path):
     """`latentlab data=digits finetune.rounds=0` crashed after ~70 s under the default labels."""
-    r = latentlab(tmp_path, "data=digits", "finetune.rounds=0", "train.max_epochs=3",
+    r = latentlab(tmp_path, "data=digits", "finetune.rounds=0", "train.max_epochs=3", "train.min_steps=0",
                   "trainer.enable_progress_bar=false")
     assert "finetune.rounds=0, the clustering's 1797 assignments unchanged" in r.stdout
 

@@ -193,7 +193,9 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
     Trains ``max_epochs``, or as many epochs as ``min_steps`` optimizer steps take if more
-    (a small dataset's epoch is a handful of steps); early stopping applies either way.
+    (a small dataset's epoch is a handful of steps: a budget of steps, not of passes, keeps
+    its autoencoder from being under-trained). Early stopping waits for those epochs: it
+    would otherwise cut the cosine schedule off at a high learning rate.
     ``augment`` ({degrees, translate}): random per-image rotations and shifts of the
     training batches (validation images are left as they are).
     ``trainer`` goes to Lightning's Trainer as is: ``strategy: ddp_spawn, devices: 2``
@@ -207,7 +209,8 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     tr, va = split_indices(len(x), val_fraction, seed)
     data = torch.from_numpy(np.ascontiguousarray(x))
     train_dl = batches(data[tr], batch_size, shuffle=True)
-    max_epochs = max(max_epochs, math.ceil(min_steps / len(train_dl)))
+    min_epochs = math.ceil(min_steps / len(train_dl))
+    max_epochs = max(max_epochs, min_epochs)
     val_dl = batches(data[va], max(batch_size, 1024), shuffle=False)
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
                          lr_schedule=lr_schedule, max_epochs=max_epochs, augment=augment)
@@ -215,13 +218,13 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         Path(workdir).mkdir(parents=True, exist_ok=True)
     args = {"model": model, "optimizer": optimizer, "trainer": trainer, "batch_size": batch_size,
             "max_epochs": max_epochs, "val_fraction": val_fraction, "patience": patience, "min_delta": min_delta,
-            "seed": seed, "lr_schedule": lr_schedule, "augment": augment}
+            "seed": seed, "lr_schedule": lr_schedule, "augment": augment, "min_epochs": min_epochs}
     with _checkpoint_dir(resume_dir, workdir, x, args) as (ckdir, resume_from):
         history = History(ckdir / "history.json")
         best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1,
                                save_last=resume_dir is not None)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
-        t = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=[history, best, stop, *(callbacks or [])],
+        t = pl.Trainer(max_epochs=max_epochs, min_epochs=min_epochs, logger=False, callbacks=[history, best, stop, *(callbacks or [])],
                        num_sanity_val_steps=0, **trainer)
         t.fit(lit, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
