@@ -70,14 +70,15 @@ def overrides(fm: dict) -> list[str]:
 
 def dataset(fm: dict) -> tuple[str, str, list[str]]:
     """The runs' data: (a sentence for the page, a name for the figure's title, the commands that
-    make it). Full MNIST unless ``data`` overrides name other data, e.g. bench/mnist16.py's file."""
+    make it). Full MNIST unless ``data`` overrides (already on the page as its config) name other
+    data, e.g. bench/mnist16.py's file."""
     data = [o for o in overrides(fm) if o.split("=")[0].split(".")[0] == "data" and not o.startswith("data.max_")]
     if not data or data == ["data=mnist"]:
         return ("Full MNIST (70,000 images,\n`protocol: all`: fitted and scored on every image, labels only to score, "
                 "as the published tables).", "full MNIST", [])
     made = [o.split("=", 1)[1] for o in data if o.startswith("data.path=") and "mnist16" in o]
-    return (f"Data: `{' '.join(data)}`" + (" (USPS-shaped MNIST: 9,298 images, 16x16)" if made else "")
-            + "; every image fitted and\nscored, labels only to score.", "`" + " ".join(data) + "`",
+    return (("USPS-shaped MNIST (9,298 images, 16x16), made by the first command below; " if made else "")
+            + "every image fitted and\nscored, labels only to score.", "`" + " ".join(data) + "`",
             [f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/mnist16.py {m}" for m in made])
 
 
@@ -202,12 +203,13 @@ def main() -> None:
                     + (f", {f['jobs']} pipelines side by side (their stage times are not comparable)"
                        if f.get("jobs", 1) > 1 else ", one pipeline at a time") for _, _, f in files)
     title = "# Results" + (f": {', '.join(overrides(fm))}" if overrides(fm) else " of the default")
+    about, data_name, make_data = dataset(fm)
     doc = [title, "",
            "Written by bench/results.py from "
            + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
            "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
-           f"({how}), on {fm['machine']}. Config: {cfg}. {dataset(fm)[0]}",
-           "", "```bash", *dataset(fm)[2],
+           f"({how}), on {fm['machine']}. Config: {cfg}. {about}",
+           "", "```bash", *make_data,
            *(command(f, tag) for tag, _, f in files),
            "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
            + (f" --times {a.times}" if a.times else "")
@@ -253,7 +255,7 @@ def main() -> None:
     doc = [line.replace("(results_twins.png)", f"({figure.name})") for line in doc]
     out.parent.mkdir(parents=True, exist_ok=True)
     twins_figure(runs, figure,
-                 f"what the latent space bought, {dataset(fm)[1]}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: "
+                 f"what the latent space bought, {data_name}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}: "
                  "each autoencoder method beside its raw twin"
                  + (" (whiskers: min..max over seeds)" if len(seeds) > 1 else ""))
     out.write_text("\n".join(doc) + "\n")
