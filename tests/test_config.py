@@ -3,6 +3,8 @@
 
 from pathlib import Path
 
+import re
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -34,7 +36,7 @@ def cfg():
     ("model.latent_dim", 0, "model.latent_dim must be an int >= 1, got 0"),
     ("model.latent_dim", 2.5, "model.latent_dim must be an int >= 1, got 2.5"),
     ("model._target_", "os.system", "model._target_ must be one of"),
-    ("cluster.k", 1, "cluster.k must be an int >= 2, got 1"),
+    ("cluster.k", 1, "cluster.k must be an int >= 2 or null, got 1"),
     ("cluster.pca", 33, "cluster.pca=33 components must be in [1, model.latent_dim=32]"),
     ("cluster.pca", 1.5, "cluster.pca=1.5 as an explained-variance fraction must be in (0, 1)"),
     ("protocol", "test", "protocol must be one of ['all', 'train_test'], got 'test'"),
@@ -147,23 +149,56 @@ def test_an_override_the_anomaly_task_would_ignore_is_refused(override, says):
 
 def test_both_anomaly_protocols_compose():
     one = compose([]).anomaly
-    assert (one.protocol, list(one.normal), one.anomalous) == ("one_class", [0], None)
+    assert (one.protocol, one.normal, one.anomalous) == ("one_class", None, None)  # null: the most frequent class
     out = compose(["anomaly=leave_out", "anomaly.anomalous=[3,5]"])
     validate(out)
     assert (out.anomaly.protocol, out.anomaly.normal, list(out.anomaly.anomalous)) == ("leave_out", None, [3, 5])
     assert out.anomaly.score == one.score  # leave_out inherits the other settings
 
 
-def test_too_few_normal_images_fail_before_training(tmp_path, tiny_cfg):
+def test_too_few_normal_images_skip_the_branch_with_the_fix_named(tmp_path, tiny_cfg):
+    # The clustering branch's work is done by then: the anomaly branch is skipped, saying why
+    # and what to change, in its summary lines and metrics; it does not fail the pipeline.
+    import json
+
+    from latentlab.stages.anomaly_evaluate import anomaly_evaluate
+    from latentlab.stages.anomaly_score import anomaly_score
     from latentlab.stages.anomaly_train import anomaly_train
     from latentlab.stages.download import download
 
-    cfg = {**tiny_cfg, "data": {**tiny_cfg["data"], "max_train": 300}}
+    cfg = {**tiny_cfg, "data": {**tiny_cfg["data"], "max_train": 300}, "anomaly": {**tiny_cfg["anomaly"], "normal": [0]}}
     data = tmp_path / "prepared.npz"
     download(cfg, data)
-    with pytest.raises(ConfigError, match=r"only \d+ normal training images \(classes \[0\]\); at least 64"):
-        anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
-    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "history.csv").exists()
+    why = r"only \d+ normal training images \(classes \[0\]\); at least 64 .* anomaly=unsupervised"
+    said = anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
+    assert re.search(f"anomaly branch skipped: {why}", said)
+    said = anomaly_score(cfg, data, tmp_path / "model.pt", tmp_path / "scores.npz")
+    assert re.search(why, said)
+    out = tmp_path / "evaluate"
+    said = anomaly_evaluate(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv", tmp_path / "scores.npz",
+                            out / "metrics.json", out / "scores", out / "plots", out / "curves")
+    assert re.search(why, said) and re.search(why, json.loads((out / "metrics.json").read_text())["skipped"])
+    assert json.loads((out / "scores" / "test.json").read_text()) == {"skipped": 1}
+
+
+def test_normal_classes_by_label_value_or_index_and_the_most_frequent_by_default():
+    import numpy as np
+
+    from latentlab.config import anomaly_plan
+
+    y = np.array([0] * 5 + [1] * 9 + [2] * 3)
+    names = ["setosa", "versicolor", "virginica"]
+    one = {"protocol": "one_class", "normal": None, "anomalous": None}
+    assert anomaly_plan(one, y, names)[:2] == ("one_class", [1])  # the most frequent
+    assert anomaly_plan({**one, "normal": ["virginica", 0]}, y, names)[:2] == ("one_class", [0, 2])
+    with pytest.raises(ConfigError, match=r"'virginca' is neither .* setosa \(0\), versicolor \(1\), virginica \(2\)"):
+        anomaly_plan({**one, "normal": ["virginca"]}, y, names)
+    # a numeric label value wins over an index: labels 1..10 sort as numbers, and [1] is the label 1
+    assert anomaly_plan({**one, "normal": [1]}, y, ["1", "2", "10"])[:2] == ("one_class", [0])
+    unlabelled = np.full(10, -1)
+    assert anomaly_plan(one, unlabelled, None).protocol == "unsupervised"
+    with pytest.raises(ConfigError, match=r"no labels: use anomaly=unsupervised"):
+        anomaly_plan({**one, "normal": [0]}, unlabelled, None)
 
 
 def test_two_runs_started_in_the_same_second_get_their_own_folders():

@@ -178,6 +178,22 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, tiny_c
     assert f"cannot write {blocker / 'data' / 'prepared.npz'} (out)" in err and "nothing was run" in err
 
 
+@pytest.mark.parametrize("args", [[], ["-m", "seed=0,1"], ["hydra.run.dir={runs}/single/x"]])
+def test_an_unwritable_run_folder_is_one_line_before_hydra(tmp_path, monkeypatch, capsys, args):
+    from latentlab.cli import _check_run_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where latentlab's run folders should be")
+    with pytest.raises(SystemExit) as exit_:
+        _check_run_folder([a.format(runs=tmp_path / "runs") for a in args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "error: cannot write the run folder" in err and "nothing was run" in err
+    assert ("hydra.sweep.dir" if "-m" in args else "hydra.run.dir") in err
+    (tmp_path / "runs").unlink()
+    _check_run_folder(args[:1] if "-m" in args else [])  # a folder that does not exist yet is made by Hydra
+
+
 @pytest.fixture
 def full_disk(tmp_path):
     """A 64 KiB tmpfs: a real full disk (needs root, as CI and this machine have)."""

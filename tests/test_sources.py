@@ -12,6 +12,8 @@ from latentlab.config import compose, validate
 from latentlab.data import NO_LABEL, Prepared, prepare
 from latentlab.errors import ConfigError, DataError, LatentlabError
 
+from conftest import with_value
+
 
 def _table(tmp_path, name="t.csv", **cols):
     df = pd.DataFrame(cols)
@@ -83,8 +85,8 @@ def test_fewer_rows_than_clusters_is_a_clear_error_before_training(tmp_path, tin
     with pytest.raises(ConfigError, match="cluster.k=10 is larger than the 6 samples"):
         clustering.fit_predict(np.zeros((6, 2)), None, "x", k=10, n_init=1, max_iter=10, seed=0)
     _prep(_table(tmp_path, a=np.arange(8.0), b=np.arange(8.0) % 3)).save(tmp_path / "d.npz")
-    with pytest.raises(LatentlabError, match="cluster.k=10 is larger than the 8 samples"):
-        train(tiny_cfg, tmp_path / "d.npz", tmp_path / "m.pt", tmp_path / "h.csv")
+    with pytest.raises(LatentlabError, match=r"k=10 \(cluster.k\), but there are only 8 samples to cluster"):
+        train(with_value(tiny_cfg, "cluster.k", 10), tmp_path / "d.npz", tmp_path / "m.pt", tmp_path / "h.csv")
     assert not (tmp_path / "m.pt").exists()
 
 

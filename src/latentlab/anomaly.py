@@ -23,7 +23,8 @@ from sklearn.neighbors import NearestNeighbors
 from latentlab.choices import ANOMALY_PROTOCOLS as PROTOCOLS
 from latentlab.choices import ANOMALY_SCORES as SCORES
 from latentlab.choices import IMAGE_ONLY_ERRORS, RECON_ERRORS, THRESHOLDS, check
-from latentlab.errors import ConfigError
+from latentlab.config import AnomalyPlan, anomaly_plan, sample_noun
+from latentlab.errors import ConfigError, TooLittleData
 
 
 
@@ -272,13 +273,15 @@ class AnomalySplit:
 
 def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
                protocol: str, classes: list[int], anomaly_fraction: float | None = None,
-               train_contamination: float = 0.0, val_fraction: float = 0.1, seed: int = 0) -> AnomalySplit:
+               train_contamination: float = 0.0, val_fraction: float = 0.1, seed: int = 0,
+               noun: str = "images") -> AnomalySplit:
     """Build the normal/anomalous sets of a protocol, seeded.
 
     one_class: the listed classes are normal; leave_out: every class but the listed
     ones is normal; unsupervised: no labels, every training sample is used (the data's
     own anomalies included: the threshold then states how many are assumed) and the test
-    samples' ``is_anomaly`` is ``UNKNOWN``. ``anomaly_fraction``: subsample the test anomalies so that they are
+    samples' ``is_anomaly`` is ``UNKNOWN``. ``noun`` names the samples in messages. Data
+    too small for the protocol raises ``TooLittleData`` naming the fix. ``anomaly_fraction``: subsample the test anomalies so that they are
     this fraction of the test set (None: every test image, the standard protocol).
     ``train_contamination``: this fraction of the training pool is anomalies from the
     training split (real data is never clean); validation is drawn from the same pool.
@@ -289,8 +292,8 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
         if not 0.0 < val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}")
         if len(x_train) < MIN_NORMAL:
-            raise ConfigError(f"only {len(x_train)} training samples; at least {MIN_NORMAL} are needed to train, "
-                              "validate and set a threshold")
+            raise TooLittleData(f"only {len(x_train)} training {noun}; at least {MIN_NORMAL} are needed to train, "
+                                "validate and set a threshold")
         pool = np.random.default_rng(seed).permutation(len(x_train))
         n_val = max(1, int(round(len(pool) * val_fraction)))
         return AnomalySplit(x_fit=x_train[np.sort(pool[n_val:])], x_val=x_train[np.sort(pool[:n_val])],
@@ -317,12 +320,13 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     is_normal_train = np.isin(y_train, normal)
     pool = np.flatnonzero(is_normal_train)
     if len(pool) < MIN_NORMAL:
-        raise ConfigError(f"only {len(pool)} normal training images (classes {normal}); at least {MIN_NORMAL} "
-                          "are needed to train, validate and set a threshold")
+        raise TooLittleData(f"only {len(pool)} normal training {noun} (classes {normal}); at least {MIN_NORMAL} "
+                            "are needed to train, validate and set a threshold: list more normal classes "
+                            "(anomaly.normal=[...]) or use anomaly=unsupervised")
     test_anom = np.isin(y_test, normal, invert=True)
     if test_anom.all() or not test_anom.any():
-        raise ConfigError(f"the test split holds {int((~test_anom).sum())} normal and {int(test_anom.sum())} "
-                          f"anomalous images (normal classes {normal}); both are needed")
+        raise TooLittleData(f"the test split holds {int((~test_anom).sum())} normal and {int(test_anom.sum())} "
+                            f"anomalous {noun} (normal classes {normal}); both are needed")
     n_leak = int(round(len(pool) * train_contamination / (1.0 - train_contamination)))
     leak = rng.choice(np.flatnonzero(~is_normal_train), size=n_leak, replace=False) if n_leak else np.array([], int)
     pool = rng.permutation(np.concatenate([pool, leak]))
@@ -348,14 +352,44 @@ def error_for(error: str, images: bool) -> str:
     return error
 
 
+def plan_for(a: Mapping[str, Any], ds: Any) -> AnomalyPlan:
+    """``anomaly_plan`` for a prepared dataset: its labels and their values."""
+    return anomaly_plan(a, ds.y_train, ds.meta.get("classes"))
+
+
 def split_for(a: Mapping[str, Any], seed: int, ds: Any) -> AnomalySplit:
     """The ``anomaly`` config's normal training/validation samples and labelled test samples
     (the whole held-out split) of a prepared dataset, seeded; ConfigError before any
-    training when the classes cannot apply to this data."""
-    classes = {"one_class": a["normal"], "leave_out": a["anomalous"]}.get(a["protocol"], [])
-    return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=a["protocol"], classes=classes,
+    training when the classes cannot apply to this data, TooLittleData when the data
+    cannot support the protocol."""
+    plan = plan_for(a, ds)
+    return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=plan.protocol, classes=plan.classes,
                       anomaly_fraction=None, train_contamination=a["train_contamination"],
-                      val_fraction=a["val_fraction"], seed=seed)
+                      val_fraction=a["val_fraction"], seed=seed,
+                      noun=sample_noun(ds.meta.get("dataset", ""), ds.is_images))
+
+
+def write_skipped(path: Any, reason: str) -> None:
+    """An anomaly stage's output (whatever its suffix) when the branch is skipped: an .npz
+    holding the reason, which the next stage recognises (``skipped_reason``)."""
+    from latentlab.files import atomic
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, skipped=np.array(reason))
+
+
+def skipped_reason(path: Any) -> str | None:
+    """The reason a previous anomaly stage skipped the branch, or None."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists() or path.stat().st_size > 1 << 20:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["skipped"]) if "skipped" in z.files else None
+    except (OSError, ValueError):  # a torch checkpoint, not the marker
+        return None
 
 
 def scorer_for(a: Mapping[str, Any]) -> AnomalyScorer:

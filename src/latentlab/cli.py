@@ -133,7 +133,31 @@ def main() -> None:
 
         raise SystemExit(exps_main(sys.argv[2:]))
     _check_keys(sys.argv[1:])
+    _check_run_folder(sys.argv[1:])
     _hydra_main()
+
+
+def _check_run_folder(argv: list[str]) -> None:
+    """A run folder that cannot be written (a read-only ``runs/``, a full disk) is one line
+    and exit 2 before Hydra makes it (its own error is a traceback)."""
+    import tempfile
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(key)]
+    target = Path(given[-1] if given else "runs").expanduser()
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the part that exists decides whether the rest can be made
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file")
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        print(f"error: cannot write the run folder {target} ({key.rstrip('=')}): {err.strerror or err} in "
+              f"{folder}; make it writable (or free space), or set {key}<another folder>; nothing was run",
+              file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _check_keys(argv: list[str]) -> None:

@@ -278,6 +278,8 @@ def fit_predict(x_fit: np.ndarray, x_score: np.ndarray | None, name: str, *, max
     """
     check("cluster.assign_rest", assign_rest, ASSIGN_REST)
     criterion, k_range = params.pop("select_k", None), params.pop("k_range", None)
+    if params.get("k") is None and criterion is None:
+        raise ConfigError(f"{name}: k is not set and no select_k criterion chooses it (resolve_k settles both)")
     k = params["k"] if criterion is None else k_range[0]
     if len(x_fit) < k:
         raise ConfigError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from latentlab.choices import (ACTIVATIONS, ALGORITHMS, ANOMALY_PROTOCOLS, ANOMALY_SCORES, ASSIGN_REST,
@@ -108,10 +109,12 @@ def _int_list(cfg, key: str) -> list[int]:
 
 def _classes(cfg, key: str, dataset: str) -> list[int]:
     v = _get(cfg, key)
+    if v is None and key.endswith("normal"):
+        return None  # the most frequent class (anomaly_plan)
     if dataset not in CLASSES:  # a file dataset: its classes are checked once it is read
         if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v):
-            raise ConfigError(f"{key} must be a non-empty list of class indices (the sorted label values), got {v!r}")
+                isinstance(c, (int, str)) and not isinstance(c, bool) and c != "" for c in v):
+            raise ConfigError(f"{key} must be null or a non-empty list of label values or class indices, got {v!r}")
         return list(v)
     known = CLASSES[dataset]
     if not isinstance(v, (list, tuple, ListConfig)) or not v or not all(
@@ -199,6 +202,7 @@ def _validate_anomaly(cfg, dataset: str) -> None:
         _float(cfg, "anomaly.anomaly_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "anomaly.draws", 1, 1000)
     _int(cfg, "anomaly.max_epochs", 1)
+    _int(cfg, "anomaly.min_steps", 0)
     _validate_model(cfg, "anomaly.model", dataset)
     _int(cfg, "anomaly.latent_dim", 1, optional=True)
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
@@ -236,7 +240,7 @@ def _validate_manifold(cfg) -> None:
         raise ConfigError(f"cluster.k_range must be [lo, hi] with 2 <= lo <= hi, got {kr!r}")
     _choice(cfg, "cluster.assign_rest", ASSIGN_REST)
     max_fit = _int(cfg, "cluster.max_fit", 1)
-    if max_fit < _get(cfg, "cluster.k"):
+    if max_fit < (_get(cfg, "cluster.k") or kr[0]):
         raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")
 
 
@@ -251,7 +255,8 @@ def _validate_model(cfg, key: str, dataset: str | None) -> int:
     latent = _int(cfg, f"{key}.latent_dim", 1)
     _float(cfg, f"{key}.input_dropout", 0.0, 0.95)
     if MODELS[target] == "mlp":
-        _int_list(cfg, f"{key}.hidden")
+        if _get(cfg, f"{key}.hidden") != "auto":
+            _int_list(cfg, f"{key}.hidden")
     else:
         _int_list(cfg, f"{key}.channels")
         if _get(cfg, f"{key}.decoder_hidden") is not None:
@@ -288,6 +293,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "train.batch_size", 1)
     _int(cfg, "train.max_epochs", 1)
     _int(cfg, "train.min_steps", 0)
+    _int(cfg, "train.budget_max_epochs", 1)
     _float(cfg, "train.val_fraction", 0.0, 0.5, lo_open=True)
     _int(cfg, "train.patience", 1)
     _float(cfg, "train.min_delta", 0.0, 1.0)
@@ -298,7 +304,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if not isinstance(_get(cfg, "trainer"), Mapping):
         raise ConfigError(f"trainer must be a mapping of Lightning Trainer arguments, got {cfg['trainer']!r}")
 
-    _int(cfg, "cluster.k", 2)
+    _int(cfg, "cluster.k", 2, optional=True)
     _int(cfg, "cluster.n_init", 1)
     _int(cfg, "cluster.max_iter", 1)
     if not isinstance(_get(cfg, "cluster.standardize"), bool):
@@ -434,6 +440,86 @@ def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     if cfg["anomaly"].get("latent_dim") is not None:
         model["latent_dim"] = cfg["anomaly"]["latent_dim"]
     return model
+
+
+def resolve_k(cluster: Mapping[str, Any], y: np.ndarray) -> tuple[dict[str, Any], str]:
+    """The ``cluster`` config node with k settled for data labelled y (N,) (``NO_LABEL``, -1,
+    where there are none), and the line that says where k came from.
+
+    ``cluster.k`` an int: that k. null: the number of distinct label values (labels only
+    count the groups; they are never fitted), or, without labels, the k in
+    ``cluster.k_range`` that ``cluster.select_k`` prefers on each embedding (returned as
+    ``k: None`` with the criterion kept; ``fit_predict`` chooses it)."""
+    c = dict(cluster)
+    if c["k"] is not None:
+        return {**c, "select_k": None}, f"k={c['k']} (cluster.k)"
+    classes = np.unique(y[y >= 0])
+    if len(classes) >= 2:
+        return ({**c, "k": int(len(classes)), "select_k": None},
+                f"k={len(classes)}: the number of distinct label values (cluster.k=N sets another)")
+    if c["select_k"] is None:
+        raise ConfigError("cluster.k=null needs labels to count the groups, or cluster.select_k to choose k without "
+                          "them; this data has no labels: set cluster.k=N or cluster.select_k=silhouette")
+    lo, hi = c["k_range"]
+    why = "no labels" if len(classes) == 0 else "a single label value"
+    return c, (f"k chosen by {c['select_k']} over k in [{lo}, {hi}] ({why}; cluster.k=N sets it)")
+
+
+def min_k(cluster: Mapping[str, Any]) -> int:
+    """The fewest clusters a resolved ``cluster`` node can ask for."""
+    return cluster["k_range"][0] if cluster["k"] is None else cluster["k"]
+
+
+class AnomalyPlan(NamedTuple):
+    protocol: str        # one_class | leave_out | unsupervised
+    classes: list[int]   # the listed classes as label indices (normal for one_class, anomalous for leave_out)
+    why: str             # the line that says what the branch does with this data
+
+
+def sample_noun(dataset: str, images: bool) -> str:
+    """What a sample of this data is called in messages: rows of a table, images, samples."""
+    return "images" if images else ("rows" if dataset == "table" else "samples")
+
+
+def _class_index(value: Any, names: list[str], key: str) -> int:
+    if str(value) in names:  # a label value (setosa; a digit "3") first, then an index into them
+        return names.index(str(value))
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return value
+    listed = ", ".join(f"{n} ({i})" for i, n in enumerate(names))
+    raise ConfigError(f"{key}: {value!r} is neither a label value nor a class index of this data; its classes "
+                      f"(index) are {listed}")
+
+
+def anomaly_plan(a: Mapping[str, Any], y_train: np.ndarray, names: list[str] | None) -> AnomalyPlan:
+    """The anomaly branch's protocol and classes for data labelled y_train (N,) (-1: no
+    label) whose label values are ``names`` (None: the class indices themselves).
+
+    ``anomaly.normal`` (one_class) and ``anomaly.anomalous`` (leave_out) list label values
+    (``[setosa]``) or their indices; one_class with ``normal: null`` takes the most frequent
+    class as normal, and on data without labels becomes ``unsupervised``."""
+    protocol = a["protocol"]
+    labelled = y_train[y_train >= 0]
+    if protocol == "unsupervised":
+        return AnomalyPlan("unsupervised", [], "unsupervised: every training sample is taken as normal data")
+    key = "anomaly.normal" if protocol == "one_class" else "anomaly.anomalous"
+    listed = a["normal"] if protocol == "one_class" else a["anomalous"]
+    if len(labelled) == 0:
+        if listed is None:
+            return AnomalyPlan("unsupervised", [], "no labels: unsupervised, every training sample is normal "
+                                                    "data (anomaly=unsupervised says so)")
+        raise ConfigError(f"{key}={list(listed)} names classes, but this data has no labels: use anomaly=unsupervised "
+                          f"(or {key}=null)")
+    counts = np.bincount(labelled)
+    names = list(names) if names else [str(i) for i in range(len(counts))]
+    if listed is None:
+        top = int(counts.argmax())
+        return AnomalyPlan(protocol, [top], f"normal: the most frequent class {names[top]!r} ({counts[top]} of "
+                                            f"{len(labelled)} training labels; {key}=[...] sets others)")
+    classes = sorted({_class_index(v, names, key) for v in listed})
+    shown = ", ".join(repr(names[c]) for c in classes)
+    role = "normal" if protocol == "one_class" else "anomalous"
+    return AnomalyPlan(protocol, classes, f"{role}: {shown} ({key})")
 
 
 def write_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> None:

@@ -19,3 +19,8 @@ class TrackingError(LatentlabError):
 
 class OutputError(LatentlabError):
     """An output cannot be written: a read-only or missing folder, a full disk."""
+
+
+class TooLittleData(ConfigError):
+    """The data cannot support an analysis as configured (too few normal samples, say): a
+    pipeline skips that branch with this message instead of failing after the other's work."""

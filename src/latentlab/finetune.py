@@ -34,6 +34,7 @@ from latentlab.config import check_cnn_fits
 from latentlab.errors import ConfigError
 from latentlab.files import atomic
 from latentlab.models import Autoencoder, affine, draw_affine, is_images, random_affine, to_float
+from latentlab.progress import trainer_args
 
 
 def agreement(labels: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
@@ -323,8 +324,9 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
         return result
     pl.seed_everything(seed, workers=True, verbose=False)
     data = torch.from_numpy(np.ascontiguousarray(x))
-    trainer_args = {key: v for key, v in (trainer or {}).items()
-                    if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")}
+    targs, lines = trainer_args({key: v for key, v in (trainer or {}).items()
+                                 if key in ("accelerator", "deterministic", "precision", "enable_progress_bar")},
+                                "self-labelling")
     tiebreak = np.asarray(typicality)
     proba = None  # the last relabelling's class probabilities (N, k)
     start = copy.deepcopy(net.state_dict()) if restart else None
@@ -338,9 +340,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
         n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
                            lr_schedule=lr_schedule, recon_weight=recon_weight, mixup=mixup)
-        t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                       devices=1, callbacks=[LateEMA(ema, n_epochs * len(dl))] if ema > 0 else None,
-                       **trainer_args)
+        t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, devices=1,
+                       callbacks=[*lines, *([LateEMA(ema, n_epochs * len(dl))] if ema > 0 else [])], **targs)
         net.train()  # Lightning keeps a module's mode: a loaded encoder, or the last round's net, is in eval mode
         t.fit(lit, dl)
         proba = predict_proba(net, x, views=views, augment=augment, seed=seed + r)

@@ -39,11 +39,19 @@ def _exists(path: Path, what: str) -> Path:
 
 
 def _encode_labels(values: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
-    """Any label values (N,) -> int64 indices (N,) and the sorted class names."""
+    """Any label values (N,) -> int64 indices (N,) and the class names, sorted as numbers
+    when every value is one (1, 2, 10; not "1", "10", "2"), else as text."""
     if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
         raise DataError(f"{where} has missing values; every row needs a label (or set the label to null)")
-    names, y = np.unique(np.asarray(values).astype(str), return_inverse=True)
-    return y.astype(np.int64), [str(n) for n in names]
+    text = np.asarray(values).astype(str)
+    try:
+        numbers = text.astype(np.float64)
+    except ValueError:
+        names, y = np.unique(text, return_inverse=True)
+        return y.astype(np.int64), [str(n) for n in names]
+    order, y = np.unique(numbers, return_inverse=True)
+    first = {v: t for v, t in zip(numbers[::-1], text[::-1])}  # each number as the file first wrote it
+    return y.astype(np.int64), [str(first[v]) for v in order]
 
 
 def _pick_columns(columns: list[str], patterns: list[str] | None, exclude: set[str], where: str) -> list[str]:

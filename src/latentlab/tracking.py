@@ -8,6 +8,7 @@ from the stage outputs: full config, per-epoch losses, metrics, figures, model.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -92,7 +93,8 @@ def default_run_name(cfg: Mapping[str, Any], task: str = "cluster") -> str:
             name += "-unsupervised"
         else:
             listed = a["normal"] if a["protocol"] == "one_class" else a["anomalous"]
-            name += f"-{'normal' if a['protocol'] == 'one_class' else 'leftout'}{''.join(map(str, listed))}"
+            which = "-".join(map(str, listed)) if listed is not None else "top"  # top: the most frequent class
+            name += f"-{'normal' if a['protocol'] == 'one_class' else 'leftout'}{which}"
     return f"{name}-seed{cfg['seed']}"
 
 
@@ -314,6 +316,9 @@ def _log_run(*, cfg, history, metrics, artifacts, model, example, tags, root, ru
             recon = model(torch.from_numpy(example)).numpy()
         # pt2 (torch.export) needs no pickle and no project code to load; the slim
         # checkpoint beside it rebuilds the full encoder/decoder with latentlab.
+        # its notes on the environment it records (uv detected, pip's version unknown) are not the user's concern
+        for name in ("mlflow.utils.environment", "mlflow.utils.uv_utils", "mlflow.models.model"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, recon),
                                  input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

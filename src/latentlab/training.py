@@ -24,6 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from latentlab import metric_names as M
 from latentlab.choices import OPTIMIZERS, check
 from latentlab.files import atomic
+from latentlab.progress import trainer_args
 from latentlab.models import (Autoencoder, ConvAutoencoder, build, is_images, mean_sample_mse, random_affine, stalled,
                               to_float)
 
@@ -188,13 +189,16 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         max_epochs: int, val_fraction: float, patience: int, min_delta: float, seed: int,
         lr_schedule: str = "constant", augment: dict[str, float] | None = None,
         workdir: str | Path | None = None, callbacks: list[Callback] | None = None,
-        resume_dir: str | Path | None = None, min_steps: int = 0) -> FitResult:
+        resume_dir: str | Path | None = None, min_steps: int = 0,
+        budget_max_epochs: int | None = None) -> FitResult:
     """Train an autoencoder on uint8 images x of shape (N, C, H, W).
 
     Keeps the weights of the epoch with the lowest validation reconstruction loss.
     Trains ``max_epochs``, or as many epochs as ``min_steps`` optimizer steps take if more
     (a small dataset's epoch is a handful of steps: a budget of steps, not of passes, keeps
-    its autoencoder from being under-trained). Early stopping waits for those epochs: it
+    its autoencoder from being under-trained), but never more than ``budget_max_epochs``
+    for the budget's sake (a 150-row table's epoch is one step: 3,700 epochs would be
+    minutes of passes over the same rows). Early stopping waits for those epochs: it
     would otherwise cut the cosine schedule off at a high learning rate.
     ``augment`` ({degrees, translate}): random per-image rotations and shifts of the
     training batches (validation images are left as they are).
@@ -209,7 +213,7 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     tr, va = split_indices(len(x), val_fraction, seed)
     data = torch.from_numpy(np.ascontiguousarray(x))
     train_dl = batches(data[tr], batch_size, shuffle=True)
-    min_epochs = math.ceil(min_steps / len(train_dl))
+    min_epochs = budget_epochs(min_steps, len(train_dl), budget_max_epochs)
     max_epochs = max(max_epochs, min_epochs)
     val_dl = batches(data[va], max(batch_size, 1024), shuffle=False)
     lit = LitAutoencoder(model=model, optimizer=optimizer, input_shape=tuple(x.shape[1:]),
@@ -224,8 +228,9 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
         best = ModelCheckpoint(dirpath=ckdir, monitor=M.VAL_LOSS, mode="min", save_top_k=1,
                                save_last=resume_dir is not None)
         stop = EarlyStopping(monitor=M.VAL_LOSS, mode="min", patience=patience, min_delta=min_delta)
-        t = pl.Trainer(max_epochs=max_epochs, min_epochs=min_epochs, logger=False, callbacks=[history, best, stop, *(callbacks or [])],
-                       num_sanity_val_steps=0, **trainer)
+        targs, lines = trainer_args(trainer, "autoencoder")
+        t = pl.Trainer(max_epochs=max_epochs, min_epochs=min_epochs, logger=False,
+                       callbacks=[history, best, stop, *lines, *(callbacks or [])], num_sanity_val_steps=0, **targs)
         t.fit(lit, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         lit.load_state_dict(state)
@@ -235,6 +240,12 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     return FitResult(net=lit.net, hparams=dict(lit.hparams), history=rows, best_val_loss=best_row[M.VAL_LOSS],
                      best_epoch=int(best_row["epoch"]), world_size=world_size,
                      mean_val_loss=mean_sample_mse(x[tr], x[va]))
+
+
+def budget_epochs(min_steps: int, steps_per_epoch: int, cap: int | None) -> int:
+    """The epochs ``min_steps`` optimizer steps take at ``steps_per_epoch``, at most ``cap``."""
+    epochs = math.ceil(min_steps / max(1, steps_per_epoch))
+    return epochs if cap is None else min(epochs, cap)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from latentlab import history as history_file
 from latentlab import metric_names as M
 from latentlab import models, plots, tracking
-from latentlab.anomaly import UNKNOWN, anomaly_metrics, error_for, split_for, unbalanced_indices, unbalanced_metrics
+from latentlab.anomaly import (UNKNOWN, anomaly_metrics, error_for, plan_for, skipped_reason, split_for,
+                              unbalanced_indices, unbalanced_metrics)
 from latentlab.data import Prepared
 from latentlab.errors import LatentlabError
 from latentlab.files import atomic_dir, write_csv, write_json
@@ -40,11 +41,14 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     set (``test.json``, ``unbalanced.json``) that `dvc metrics show` prints as a row."""
     tracking.check_server()
     a = cfg["anomaly"]
+    if (reason := skipped_reason(scores)) is not None:
+        return _skipped(reason, metrics_out, scores_dir, plots_dir, curves_dir)
     with np.load(scores) as f:
         s, val_s, is_anom, y = f["scores"], f["val_scores"], f["is_anomaly"], f["y"]
         thr, recon_error = float(f["threshold"]), f["recon_error"]
     ds = Prepared.load(data)
     split = split_for(a, cfg["seed"], ds)
+    plan = plan_for(a, ds)
     if len(split.x_test) != len(s) or not np.array_equal(split.y_test, y):
         raise LatentlabError(f"{scores} does not match the current split ({len(s)} scores, "
                              f"{len(split.x_test)} test samples); re-run `dvc repro`")
@@ -52,11 +56,14 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     err = error_for(a["error"], ds.is_images)
     hist = history_file.read(history)
     result: dict[str, Any] = {
-        "protocol": a["protocol"], "normal_classes": split.normal_classes, "score": a["score"], "recon_measure": err,
+        "protocol": plan.protocol, "plan": plan.why, "normal_classes": split.normal_classes, "score": a["score"], "recon_measure": err,
         "threshold": thr, "val_flagged": float((val_s > thr).mean()), "n_fit": int(len(split.x_fit)),
         "n_contaminated": split.n_contaminated, "n_test": int(len(s)), "test_flagged": float((s > thr).mean()),
         "train": {"epochs": len(hist), "best_val_recon_loss": min(r[M.VAL_LOSS] for r in hist)},
     }
+    mean_mse = models.mean_sample_mse(split.x_fit, split.x_val)
+    result["train"].update(mean_sample_mse=mean_mse, stalled=models.stalled(result["train"]["best_val_recon_loss"],
+                                                                             mean_mse))
     draws: list[tuple[np.ndarray, np.ndarray]] = []
     roc_rows: list[dict[str, float]] = []
     pr_rows: list[dict[str, float]] = []
@@ -114,17 +121,21 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     write_csv(curves_dir / "pr.csv", pr_rows, ("recall", "precision"))
     with atomic_dir(scores_dir) as tmp:
         for name, row in headline(result).items():
-            write_json(tmp / f"{name}.json", row)
+            write_json(tmp / f"{name}.json", {**row, **({"stalled": 1} if result["train"]["stalled"] else {})})
     write_json(metrics_out, result)
+    stall = (f"STALLED: the anomaly autoencoder reconstructs no better than the mean normal sample (val MSE "
+             f"{result['train']['best_val_recon_loss']:.4f} vs {mean_mse:.4f}): these scores rest on little but the "
+             "scorer's distances | " if result["train"]["stalled"] else "")
 
     flat = {"threshold": thr, "val_flagged": result["val_flagged"], "test_flagged": result["test_flagged"],
-            "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist)}
+            "best_val_recon_loss": result["train"]["best_val_recon_loss"], "epochs": len(hist),
+            "stalled": float(result["train"]["stalled"])}
     if known:
         flat.update({f"test/{k}": v for k, v in result["test"].items()})
         flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items()})
         flat["test/false_positive_rate"] = result["test_false_positives"]["rate"]
     tags = {"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
-            "anomaly.protocol": a["protocol"]}
+            "anomaly.protocol": plan.protocol, "training.stalled": str(result["train"]["stalled"]).lower()}
     if known:
         tags["anomaly.normal_classes"] = str(split.normal_classes)
     run_id = tracking.log_run(
@@ -134,13 +145,26 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         model=net, example=x.numpy()[:2], tags=tags)
     where = f"MLflow run {run_id} at {tracking.tracking_uri()}"
     if not known:
-        return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: no labels; the threshold flags "
+        return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {stall}no labels; the threshold flags "
                 f"{result['test_flagged']:.1%} of {len(s)} test samples | {where}")
     ub = result.get("unbalanced")
     summary = (f"test AUROC {full.auroc:.3f} AUPRC {full.auprc:.3f}"
                + (f" | {a['anomaly_fraction']:.0%} anomalies: AUPRC {ub['auprc']:.3f} ± {ub['auprc_std']:.3f}, "
                   f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
-    return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {summary} | {where}"
+    return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {stall}{summary} | {where}"
+
+
+def _skipped(reason: str, metrics_out: Path, scores_dir: Path, plots_dir: Path, curves_dir: Path) -> str:
+    """The branch's outputs when the data cannot support it: the reason where the scores
+    would be (metrics.json, `dvc metrics show`), no figures, empty curves; no MLflow run."""
+    write_json(metrics_out, {"skipped": reason})
+    with atomic_dir(scores_dir) as tmp:
+        write_json(tmp / "test.json", {"skipped": 1})
+    with atomic_dir(plots_dir):
+        pass
+    write_csv(curves_dir / "roc.csv", [], ("fpr", "tpr"))
+    write_csv(curves_dir / "pr.csv", [], ("recall", "precision"))
+    return f"anomaly branch skipped: {reason}"
 
 
 def headline(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

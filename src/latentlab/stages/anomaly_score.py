@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from latentlab import models
-from latentlab.anomaly import error_for, features, scorer_for, split_for
+from latentlab.anomaly import error_for, features, scorer_for, skipped_reason, split_for, write_skipped
 from latentlab.data import Prepared
 from latentlab.files import save_npz
 from latentlab.stages.common import main
@@ -19,6 +19,9 @@ def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path) ->
     """Fit the scorer on normal training features, set its threshold on validation
     normals, score every held-out test sample."""
     a = cfg["anomaly"]
+    if (reason := skipped_reason(model)) is not None:
+        write_skipped(out, reason)
+        return f"anomaly branch skipped: {reason}"
     ds = Prepared.load(data)
     split = split_for(a, cfg["seed"], ds)
     net = models.load(model)

@@ -10,11 +10,13 @@ import numpy as np
 
 from latentlab import metric_names as M
 from latentlab.clustering import assign, fit_predict, pipeline_params
+from latentlab.config import resolve_k
+from latentlab.data import Prepared
 from latentlab.files import save_npz
 from latentlab.stages.common import by_protocol, main
 
 
-def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
+def cluster(cfg: Mapping[str, Any], data: Path, latents: Path, out: Path) -> str:
     """The autoencoder methods: the latents through the configured pipeline
     (standardise, PCA, UMAP: each optional, then k-means or a Gaussian mixture), and
     through k-means alone (``autoencoder_kmeans``, raw_kmeans' twin: the classic AE + k-means).
@@ -25,7 +27,10 @@ def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
     """
     with np.load(latents) as z:
         z_fit, z_score = by_protocol(cfg["protocol"], z["z_train"], z["z_test"])
-    c = pipeline_params(cfg["cluster"], cfg["seed"])
+    _, y_fit, _, _ = Prepared.load(data).split(cfg["protocol"])
+    settled, why = resolve_k(cfg["cluster"], y_fit)
+    print(f"  {why}", flush=True)
+    c = pipeline_params(settled, cfg["seed"])
     kmeans = fit_predict(z_fit, z_score, M.AUTOENCODER_KMEANS,
                          **{**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"})
     labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER, **c)
@@ -33,7 +38,8 @@ def cluster(cfg: Mapping[str, Any], latents: Path, out: Path) -> str:
     k = pipe[-1].n_components if hasattr(pipe[-1], "n_components") else pipe[-1].n_clusters
     save_npz(out, **{M.AUTOENCODER: labels, M.AUTOENCODER_KMEANS: kmeans.labels, "fit_labels": fit_labels, "fit_typicality": fit_typical,
                      "k": np.array(k)})
-    chosen = f" (chosen by {cfg['cluster']['select_k']})" if k_scores else ""
+    chosen = f" (chosen by {settled['select_k']})" if k_scores else (" (the label count)" if cfg["cluster"]["k"] is None
+                                                                    else "")
     return f"wrote {out}: {len(labels)} assignments to {k} clusters{chosen}"
 
 

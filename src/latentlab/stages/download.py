@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from latentlab.config import anomaly_plan
 from latentlab.data import prepare
 from latentlab.stages.common import main
 
@@ -16,7 +17,10 @@ def download(cfg: Mapping[str, Any], out: Path) -> str:
     d = cfg["data"]
     ds = prepare(d["name"], mirror=d["mirror"], cache=d["cache"], max_train=d["max_train"],
                  max_test=d["max_test"], test_fraction=d["test_fraction"], seed=d["split_seed"], source=d)
+    # the anomaly branch's classes are checked against the labels now, not after the clustering branch's work
+    plan = anomaly_plan(cfg["anomaly"], ds.y_train, ds.meta.get("classes"))
     ds.save(out)
+    print(f"  anomaly branch: {plan.why}", flush=True)
     what = "images" if ds.is_images else "feature vectors"
     labels = "" if ds.labelled else ", no labels"
     return (f"wrote {out}: {d['name']} {ds.meta['n_train']} train + {ds.meta['n_test']} test {what} "

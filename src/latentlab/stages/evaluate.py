@@ -125,7 +125,7 @@ def evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: Path, lat
     flat.update({f"over_raw/{m}/{s}": g[s] for m, g in result.get("over_raw", {}).items() for s in ("acc", "nmi")})
     flat.update({f"exported/{s}": result["exported"][s] for s in ("acc", "nmi") if "exported" in result})
     flat.update({"recon_mse": result["recon_mse"], "best_val_recon_loss": result["train"]["best_val_recon_loss"],
-                 "epochs": result["train"]["epochs"]})
+                 "epochs": result["train"]["epochs"], "stalled": float(result["train"]["stalled"])})
     run_id = tracking.log_run(
         cfg=cfg, run_id=run_id, history=hist, metrics=flat,
         artifacts=[*figures, metrics_out, model, history, *([exported] if exported else []),
@@ -146,6 +146,8 @@ def headline(result: Mapping[str, Any], m: str) -> dict[str, Any]:
     if m in result.get("gain", {}):
         g = result["gain"][m]
         out.update(gain_acc=round(g["acc"], 4), gain_nmi=round(g["nmi"], 4), twin=g["twin"])
+        if result["train"]["stalled"]:  # beside the scores it puts in doubt
+            out["stalled"] = 1
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from latentlab import history, tracking, training
 from latentlab import metric_names as M
-from latentlab.config import task_model
+from latentlab.config import min_k, resolve_k, task_model
 from latentlab.data import Prepared
 from latentlab.errors import LatentlabError
 from latentlab.stages.common import main
@@ -26,7 +26,7 @@ def fit_autoencoder(cfg: Mapping[str, Any], x: np.ndarray, model: Mapping[str, A
                           batch_size=t["batch_size"], max_epochs=max_epochs, min_steps=min_steps,
                           val_fraction=t["val_fraction"], patience=t["patience"],
                           min_delta=t["min_delta"], lr_schedule=t["lr_schedule"], augment=augment,
-                          seed=cfg["seed"], workdir=model_out.parent,
+                          budget_max_epochs=t["budget_max_epochs"], seed=cfg["seed"], workdir=model_out.parent,
                           # Beside the outputs, never one of them: a killed run resumes from here.
                           resume_dir=model_out.parent / ".resume")
     training.save(result, model_out)
@@ -40,11 +40,11 @@ def fit_autoencoder(cfg: Mapping[str, Any], x: np.ndarray, model: Mapping[str, A
 
 def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
     """Fit the autoencoder on the fitted samples (augmented: a clustering aid)."""
-    x_fit, _, _, _ = Prepared.load(data).split(cfg["protocol"])
-    c = cfg["cluster"]
-    k = c["k"] if c["select_k"] is None else c["k_range"][0]
-    if len(x_fit) < k:  # said now, not after the training
-        raise LatentlabError(f"cluster.k={k} is larger than the {len(x_fit)} samples to cluster")
+    x_fit, y_fit, _, _ = Prepared.load(data).split(cfg["protocol"])
+    settled, why = resolve_k(cfg["cluster"], y_fit)  # a k the data cannot have is said now, not after training
+    print(f"  clustering into {why}", flush=True)
+    if len(x_fit) < min_k(settled):
+        raise LatentlabError(f"{why}, but there are only {len(x_fit)} samples to cluster")
     return fit_autoencoder(cfg, x_fit, task_model(cfg, "cluster"), model_out, history_out, cfg["train"]["max_epochs"],
                            "images" if x_fit.ndim == 4 else "feature vectors", augment=cfg["train"]["augment"],
                            min_steps=cfg["train"]["min_steps"])
