@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro demo test test-e2e test-slow params bench results benchmarks clean plots-template
+.PHONY: uv repro demo demo-seeds tables test test-e2e test-slow params bench results benchmarks clean plots-template
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -14,15 +14,22 @@ uv:
 repro: uv
 	$(RUN) dvc repro
 
-# The 3-minute demo: the whole clustering pipeline on scikit-learn's bundled 8x8 digits
-# (no download), one MLflow run; the dense autoencoder, since 8x8 images leave the conv one's
-# three stride-2 layers a 1x1 map (its encoder self-labelled 0.826 ACC against the MLP's 0.876, seed 0);
-# one view per relabelling, since rotated copies of 8x8 images misled it (dev seeds 100 / 101: 0.872 / 0.901
-# ACC with eight views against 0.875 / 0.930 with one; on MNIST eight views gain, conf/config.yaml); 15 epochs
-# (train.min_steps=0: 105 steps), not the default's 3,700-step floor, which adds 3 minutes here for the same
-# scores (dev seeds 100 / 101: 0.879 / 0.898 ACC with 15 epochs, 0.876 / 0.881 with 3,700 steps).
+# The demo: the whole clustering pipeline on scikit-learn's bundled 8x8 digits (no download), one
+# MLflow run, about 2 minutes; the dense autoencoder (8x8 is too small for the conv one's three
+# stride-2 layers), one view per relabelling, 15 epochs (docs/guide.md#the-demo says why).
+DEMO := data=digits model=mlp finetune.views=1 train.min_steps=0
 demo: uv
-	$(RUN) latentlab data=digits model=mlp finetune.views=1 train.min_steps=0
+	$(RUN) latentlab $(DEMO)
+
+# The demo over seeds 0-4, two side by side (about 10 minutes): the README's demo figures are
+# this sweep's comparison (mean, std, [min, max] per method), printed at its end.
+demo-seeds: uv
+	$(RUN) latentlab -m hydra/launcher=joblib hydra.launcher.n_jobs=2 $(DEMO) seed=0,1,2,3,4
+
+# The README's own-data command on iris, wine and breast cancer, seeds 0-2, each a fresh clone
+# and `dvc exp run` (about 20 minutes): docs/tables.json and docs/results-tables.md.
+tables: uv
+	$(RUN) python bench/tables.py
 
 # docs/results.md and the README's results table from the full-MNIST benchmark's JSON
 # (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it). RESULTS_TAGS names

@@ -64,7 +64,7 @@ def _isolated(monkeypatch, tmp_path, tmp_path_factory, empty_store):
 
 
 TINY = [
-    "data.max_train=1500", "data.max_test=500", "train.max_epochs=5", "train.min_steps=0", "anomaly.max_epochs=5", "train.batch_size=64",
+    "data.max_train=1500", "data.max_test=500", "train.max_epochs=5", "train.min_steps=0", "anomaly.max_epochs=5", "anomaly.min_steps=0", "train.batch_size=64",
     "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "cluster.n_init=2",
     "finetune.epochs=2", "finetune.min_steps=60", "finetune.batch_size=64", "baselines.pca_components=20", "evaluate.plot_points=500", "evaluate.n_images=4",
     "dec.steps=40", "dec.update=20", "dec.batch_size=64",

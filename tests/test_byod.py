@@ -114,3 +114,42 @@ def test_sweep_on_the_csv_compares_by_silhouette(tmp_path):
     parent = next(x for x in runs if x.data.tags.get("latentlab.sweep") == "parent")
     assert parent.info.status == "FINISHED" and "autoencoder_selflabel/silhouette" in parent.data.metrics
     assert sum(x.data.tags.get("mlflow.parentRunId") == parent.info.run_id for x in runs) == 2
+
+
+def test_the_readme_own_data_command_on_a_labelled_table_as_a_new_user_runs_it(tmp_path):
+    # Exactly the README's command on scikit-learn's iris as a CSV, nothing else set: k is the
+    # label count, training is sized to 150 rows, the anomaly branch (150 flowers in three
+    # balanced classes: 40 normal training rows) is skipped with its reason, the run exits 0,
+    # and the trained pipeline is one `latentlab predict` away (the workspace, or its MLflow run).
+    import mlflow
+    from sklearn.datasets import load_iris
+
+    repo = _copy_project(tmp_path / "repo")
+    bunch = load_iris(as_frame=True)
+    df = bunch.frame.drop(columns="target").assign(species=[bunch.target_names[i] for i in bunch.target])
+    df.to_csv(repo / "my.csv", index=False)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "LATENTLAB_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "env.json").write_text(json.dumps(env))
+    out = _dvc(repo, "exp", "run", "-S", "data=table", "-S", "data.path=my.csv", "-S", "data.label=species",
+               "-S", "model=mlp")
+    assert "k=3: the number of distinct label values" in out
+    assert "300 epochs on 150 feature vectors" in out  # the step budget, capped: not 3,700 one-step epochs
+    assert "anomaly branch skipped: only 40 normal training rows" in out and "anomaly=unsupervised" in out
+    m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
+    assert m["labelled"] and m["exported"]["method"] == "autoencoder_selflabel" and m["train"]["stalled"] is False
+    a = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
+    assert "40 normal training rows" in a["skipped"]
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])[0]
+    assert run.info.run_name == "repro-table-mlp-d32-seed0"
+    assert run.data.metrics["exported/acc"] == round(m["exported"]["acc"], 4)
+    df.drop(columns="species").head(12).to_csv(repo / "new.csv", index=False)
+    mine = pd.read_csv(repo / "outputs/export/assignments.csv").head(12)
+    for where in ([], ["--run", run.info.run_id]):
+        r = subprocess.run([str(BIN / "latentlab"), "predict", "new.csv", "--out", "new.csv.out.csv", *where],
+                           cwd=repo, capture_output=True, text=True, env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        assert ("MLflow run" if where else "dvc repro workspace") in r.stdout
+        new = pd.read_csv(repo / "new.csv.out.csv")
+        assert (new["cluster"] == mine["cluster"]).all()

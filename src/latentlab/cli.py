@@ -53,30 +53,25 @@ def _remove_if_unused(folder: Path) -> None:
 
 
 def predict_main(argv: list[str]) -> int:
-    """``latentlab predict NEW_FILE --out TABLE``: the trained pipeline of this project
-    (params.yaml and the outputs of `dvc repro`) applied to new data of the same kind."""
+    """``latentlab predict NEW_FILE --out TABLE [--run RUN]``: a trained pipeline applied to new
+    data of the kind it was trained on (a table's columns, an array's or images' shape). RUN:
+    a `latentlab` run folder (runs/single/<time>), a `dvc repro` workspace, or an MLflow run
+    id; by default this project's `dvc repro` outputs."""
     import argparse
 
     from latentlab import export
-    from latentlab.config import load_params
+    from latentlab.config import project_root
     from latentlab.errors import LatentlabError
 
     p = argparse.ArgumentParser(prog="latentlab predict", description=predict_main.__doc__)
-    p.add_argument("input", type=Path, help="a file (or image folder) like data.path: same columns / format")
+    p.add_argument("input", type=Path, help="a file (or image folder) like the training data: same columns / shape")
     p.add_argument("--out", type=Path, required=True, help="the table to write (.csv or .parquet)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--data", type=Path, default=Path("data/prepared.npz"), help="the prepared training data")
-    p.add_argument("--model", type=Path, default=Path("outputs/train/model.pt"))
-    p.add_argument("--classifier", type=Path, default=Path("outputs/finetune/model.pt"))
-    p.add_argument("--dec-model", type=Path, default=Path("outputs/dec/model.pt"))
-    p.add_argument("--summary", type=Path, default=Path("outputs/export/summary.json"))
+    p.add_argument("--run", help="a latentlab run folder, a dvc repro workspace or an MLflow run id "
+                                 "(default: this project's dvc repro outputs)")
     a = p.parse_args(argv)
     try:
-        for f in (a.data, a.model, a.classifier, a.dec_model, a.summary):
-            if not f.exists():
-                raise LatentlabError(f"{f} does not exist: run `dvc repro` first (predict applies its outputs)")
-        print(export.predict(load_params(a.params), a.input, a.out, data=a.data, model=a.model,
-                             classifier=a.classifier, dec_model=a.dec_model, summary=a.summary))
+        run, which = export.find_run(a.run, project_root())
+        print(f"{export.predict(a.input, a.out, run)} (the pipeline of {which})")
     except LatentlabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

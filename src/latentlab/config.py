@@ -442,32 +442,25 @@ def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     return model
 
 
-def resolve_k(cluster: Mapping[str, Any], y: np.ndarray) -> tuple[dict[str, Any], str]:
-    """The ``cluster`` config node with k settled for data labelled y (N,) (``NO_LABEL``, -1,
-    where there are none), and the line that says where k came from.
+def resolve_k(cluster: Mapping[str, Any], y: np.ndarray) -> tuple[int | None, str | None, str]:
+    """(k, select_k, why) for the ``cluster`` config node on data labelled y (N,) (``NO_LABEL``,
+    -1, where there are none); ``why`` is the line that says where k came from.
 
     ``cluster.k`` an int: that k. null: the number of distinct label values (labels only
-    count the groups; they are never fitted), or, without labels, the k in
-    ``cluster.k_range`` that ``cluster.select_k`` prefers on each embedding (returned as
-    ``k: None`` with the criterion kept; ``fit_predict`` chooses it)."""
-    c = dict(cluster)
-    if c["k"] is not None:
-        return {**c, "select_k": None}, f"k={c['k']} (cluster.k)"
+    count the groups; they are never fitted), or, without labels, None and the criterion
+    ``cluster.select_k`` that chooses it in ``cluster.k_range`` on each embedding
+    (``fit_predict`` does). Only those three keys are read."""
+    k, criterion, (lo, hi) = cluster["k"], cluster["select_k"], cluster["k_range"]
+    if k is not None:
+        return k, None, f"k={k} (cluster.k)"
     classes = np.unique(y[y >= 0])
     if len(classes) >= 2:
-        return ({**c, "k": int(len(classes)), "select_k": None},
-                f"k={len(classes)}: the number of distinct label values (cluster.k=N sets another)")
-    if c["select_k"] is None:
+        return int(len(classes)), None, f"k={len(classes)}: the number of distinct label values (cluster.k=N sets another)"
+    if criterion is None:
         raise ConfigError("cluster.k=null needs labels to count the groups, or cluster.select_k to choose k without "
                           "them; this data has no labels: set cluster.k=N or cluster.select_k=silhouette")
-    lo, hi = c["k_range"]
     why = "no labels" if len(classes) == 0 else "a single label value"
-    return c, (f"k chosen by {c['select_k']} over k in [{lo}, {hi}] ({why}; cluster.k=N sets it)")
-
-
-def min_k(cluster: Mapping[str, Any]) -> int:
-    """The fewest clusters a resolved ``cluster`` node can ask for."""
-    return cluster["k_range"][0] if cluster["k"] is None else cluster["k"]
+    return None, criterion, f"k chosen by {criterion} over k in [{lo}, {hi}] ({why}; cluster.k=N sets it)"
 
 
 class AnomalyPlan(NamedTuple):
@@ -498,12 +491,12 @@ def anomaly_plan(a: Mapping[str, Any], y_train: np.ndarray, names: list[str] | N
     ``anomaly.normal`` (one_class) and ``anomaly.anomalous`` (leave_out) list label values
     (``[setosa]``) or their indices; one_class with ``normal: null`` takes the most frequent
     class as normal, and on data without labels becomes ``unsupervised``."""
-    protocol = a["protocol"]
+    protocol, normal, anomalous = a["protocol"], a["normal"], a["anomalous"]
     labelled = y_train[y_train >= 0]
     if protocol == "unsupervised":
         return AnomalyPlan("unsupervised", [], "unsupervised: every training sample is taken as normal data")
     key = "anomaly.normal" if protocol == "one_class" else "anomaly.anomalous"
-    listed = a["normal"] if protocol == "one_class" else a["anomalous"]
+    listed = normal if protocol == "one_class" else anomalous
     if len(labelled) == 0:
         if listed is None:
             return AnomalyPlan("unsupervised", [], "no labels: unsupervised, every training sample is normal "

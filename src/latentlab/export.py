@@ -17,9 +17,10 @@ pipeline's own table.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -63,12 +64,26 @@ def write(df, path: Path) -> None:
             df.to_parquet(tmp, index=False)
 
 
-def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: Path):
-    """New data read and transformed exactly as the training data were: (samples, ids)."""
+def _read_like_training(d: Mapping[str, Any], meta: Mapping[str, Any], path: Path):
+    """New data read and transformed exactly as the training data (the ``data`` config node
+    ``d``, the prepared data's ``meta``) were: (samples, ids). For a built-in image set, a
+    folder of images or a .npy / .npz of uint8 images of its shape."""
     from latentlab import sources
 
-    d, name = cfg["data"], cfg["data"]["name"]
-    if name == "table":
+    name = d["name"]
+    if name not in ("table", "array", "images"):
+        c, h, w = meta["image_shape"]
+        if Path(path).is_dir():
+            src = sources.read_image_folder(path, size=[h, w], channels=c)
+        elif Path(path).suffix in (".npy", ".npz"):
+            src = sources.read_array(path, key="x")
+        else:
+            raise DataError(f"{path}: the model was trained on {name} ({c}x{h}x{w} images); give a folder of images "
+                            "or a .npy / .npz of uint8 images (N, H, W)")
+        if src.x.ndim != 4:
+            raise DataError(f"{path} holds feature vectors of shape {tuple(src.x.shape[1:])}; the model was trained "
+                            f"on {name} ({c}x{h}x{w} uint8 images)")
+    elif name == "table":
         src = sources.read_table(path, features=list(meta["columns"]), id=d["id"])
     elif name == "array":
         src = sources.read_array(path, key=d["key"])
@@ -78,11 +93,8 @@ def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: P
                 raise DataError(f"{path} has {src.x.shape[1]} columns; the model was trained on "
                                 f"{len(keep) + len(meta.get('dropped_columns', []))}")
             src.x = src.x[:, keep]
-    elif name == "images":
-        src = sources.read_image_folder(path, size=d["size"], channels=d["channels"])
     else:
-        raise ConfigError(f"predict reads files (data=table | array | images); data.name={name!r} is a "
-                          "built-in dataset")
+        src = sources.read_image_folder(path, size=d["size"], channels=d["channels"])
     x = src.x
     if x.ndim == 2:
         x = sources.Scaler.from_dict(meta["scaler"]).transform(x)
@@ -92,22 +104,83 @@ def _read_like_training(cfg: Mapping[str, Any], meta: Mapping[str, Any], path: P
     return x, src.ids
 
 
-def predict(cfg: Mapping[str, Any], input_path: Path, out: Path, *, data: Path, model: Path, classifier: Path,
-            dec_model: Path, summary: Path) -> str:
+class Run(NamedTuple):
+    """The files a trained pipeline is applied from: ``summary`` (the export stage's: the
+    method, the threshold, how the data were read), the autoencoder ``model``, the finetune
+    stage's ``classifier`` and the dec stage's ``dec_model``."""
+    summary: Path
+    model: Path
+    classifier: Path
+    dec_model: Path
+
+
+def find_run(where: str | None, root: Path) -> tuple[Run, str]:
+    """The run ``where`` names, and how to call it: None, the workspace of `dvc repro`
+    (``outputs/``) at ``root``; a folder, a ``latentlab`` run's (``runs/single/...``) or a
+    workspace; otherwise an MLflow run id, whose artifacts are downloaded."""
+    def in_folder(folder: Path, outputs: Path) -> Run:
+        return Run(outputs / "export/summary.json", outputs / "train/model.pt", outputs / "finetune/model.pt",
+                   outputs / "dec/model.pt")
+
+    if where is None:
+        run = in_folder(root, root / "outputs")
+        if not run.summary.exists():
+            latest = sorted((root / "runs" / "single").glob("*/export/summary.json"))
+            hint = (f" (the latest latentlab run: --run {latest[-1].parent.parent.relative_to(root)})" if latest
+                    else "")
+            raise DataError(f"{run.summary.relative_to(root)} does not exist: run `dvc repro` first, or name a run "
+                            f"with --run <run folder or MLflow run id>{hint}")
+        return run, "the dvc repro workspace"
+    folder = Path(where).expanduser()
+    if folder.is_dir():
+        outputs = folder / "outputs" if (folder / "outputs" / "export").is_dir() else folder
+        run = in_folder(folder, outputs)
+        if not run.summary.exists():
+            raise DataError(f"--run {where}: no export/summary.json in it; name a latentlab run folder "
+                            "(runs/single/<time>) or a dvc repro workspace, after its export stage ran")
+        return run, f"run folder {folder}"
+    import re
+
+    if not re.fullmatch(r"[0-9a-f]{32}", where):
+        raise DataError(f"--run {where!r} is neither a folder nor an MLflow run id (32 hex digits)")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from latentlab import tracking
+
+    dest = Path(tempfile.mkdtemp(prefix="latentlab-predict-"))
+    try:
+        client = mlflow.MlflowClient(tracking.tracking_uri(root))
+        files = {name: client.download_artifacts(where, name, str(dest))
+                 for name in ("summary.json", "model.pt", "finetune/model.pt")}
+        try:
+            files["dec/model.pt"] = client.download_artifacts(where, "dec/model.pt", str(dest))
+        except (MlflowException, OSError):  # only runs with dec.enabled log one
+            files["dec/model.pt"] = str(dest / "dec" / "model.pt")
+    except (MlflowException, OSError) as err:
+        raise DataError(f"--run {where}: cannot fetch its trained pipeline from {tracking.tracking_uri(root)} "
+                        f"({str(err)[:200]}); runs logged before predict could use them lack summary.json") from None
+    return Run(*(Path(files[n]) for n in ("summary.json", "model.pt", "finetune/model.pt", "dec/model.pt"))), \
+        f"MLflow run {where}"
+
+
+def predict(input_path: Path, out: Path, run: Run) -> str:
     """Assignments, latents and anomaly scores of a new file (same format as data.path); the
     clusters by the method the export used (its ``summary``): the finetune stage's
     ``classifier`` or the dec stage's ``dec_model``."""
     from latentlab import dec, finetune, models
-    from latentlab.data import Prepared
 
-    info = json.loads(Path(summary).read_text())
+    info = json.loads(Path(run.summary).read_text())
+    if "data" not in info:
+        raise DataError(f"{run.summary} predates predict's self-contained runs: re-run the pipeline")
     method = info["method"]
-    if method == "autoencoder_selflabel" and cfg["finetune"]["rounds"] == 0:
-        raise ConfigError("predict assigns clusters with the finetune stage's classifier (the encoder + head of "
-                          "autoencoder_selflabel); it was trained with finetune.rounds=0 (no classifier). "
-                          "Re-run with finetune.rounds >= 1, or export.method=autoencoder_dec")
-    meta = Prepared.load(data).meta
-    x, ids = _read_like_training(cfg, meta, Path(input_path))
+    model, classifier, dec_model = run.model, run.classifier, run.dec_model
+    needed = dec_model if method == "autoencoder_dec" else classifier
+    for f in (model, needed):
+        if not Path(f).exists():
+            raise DataError(f"{f} does not exist: the run has no trained {method} model (finetune.rounds=0 trains no "
+                            "classifier: re-run with finetune.rounds >= 1, or export.method=autoencoder_dec)")
+    x, ids = _read_like_training(info["data"], info["meta"], Path(input_path))
     z, mse = models.encode(models.load(model), x, desc="encoding")
     if method == "autoencoder_dec":
         clusters = dec.load(dec_model).predict(x)

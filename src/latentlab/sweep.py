@@ -235,7 +235,24 @@ def job(cfg: DictConfig) -> dict[str, Any]:
     metrics = run_pipeline(plain, hc.runtime.output_dir, parent_run_id=parent, tags=tags)
     print(f"[job {hc.job.num if hc.mode == RunMode.MULTIRUN else 0}] {' '.join(hc.overrides.task)}: "
           f"done in {time.perf_counter() - t:.0f}s", flush=True)
+    if hc.mode != RunMode.MULTIRUN:
+        print(next_steps(Path(hc.runtime.output_dir), plain["task"]), flush=True)
     return metrics
+
+
+def next_steps(folder: Path, task: str) -> str:
+    """Where a finished single run's results are, and what to do with them."""
+    try:
+        shown = folder.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = folder
+    plots = shown / ("evaluate" if task == "cluster" else "anomaly/evaluate") / "plots"
+    lines = ["next:",
+             "  latentlab ui    # this run beside the others, in MLflow",
+             f"  ls {plots}/    # its figures"]
+    if task == "cluster":
+        lines.append(f"  latentlab predict NEW_DATA --run {shown} --out new.csv   # its trained pipeline on new data")
+    return "\n".join(lines)
 
 
 def _share_cores(hc: Any) -> None:

@@ -132,9 +132,9 @@ UI_VIEW_KEY = "latentlab"
 _PARAM_COLUMNS = [f"params.`{p}`" for p in ("data.name", "model._target_", "model.latent_dim", "seed")]
 UI_COLUMNS = {
     # first what each run hands its user (export.method's scores): one column whichever method it is
-    "cluster": ["metrics.`exported/acc`", "metrics.`exported/nmi`", "params.`export.method`",
-                *(f"metrics.`{m}/{s}`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER) for s in ("acc", "nmi")),
-                *(f"metrics.`gain/{m}/acc`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER)),
+    "cluster": ["metrics.`exported/acc`", "metrics.`exported/nmi`", "metrics.`exported/gain_acc`",
+                "metrics.`exported/over_raw_acc`", "metrics.`stalled`", "params.`export.method`",
+                *(f"metrics.`{m}/acc`" for m in (M.AUTOENCODER_SELFLABEL, M.AUTOENCODER)),
                 # deep embedded clustering, filled in runs that turn it on (+experiment=kmeans)
                 f"metrics.`{M.AUTOENCODER_DEC}/acc`", f"metrics.`gain/{M.AUTOENCODER_DEC}/acc`",
                 f"metrics.`{M.RAW_SELFLABEL}/acc`", f"metrics.`{M.RAW_CLUSTER}/acc`", "metrics.`recon_mse`",
@@ -234,8 +234,9 @@ def log_run(*, cfg: Mapping[str, Any], run_name: str | None = None, history: lis
     with store_lock(uri):
         try:
             if run_id is None:  # a DVC stage at the pipeline's end: the run spans the pipeline
-                run_id = open_run(cfg, task=task, run_name=run_name, root=root, locked=True,
-                                  start_time=pipeline_started())
+                # named apart from a `latentlab` run of the same config (the demo's, a sweep's)
+                run_id = open_run(cfg, task=task, run_name=run_name or f"repro-{default_run_name(cfg, task)}",
+                                  root=root, locked=True, start_time=pipeline_started())
             return _log_run(cfg=cfg, history=history, metrics=metrics, artifacts=artifacts,
                             model=model, example=example, tags=tags, root=root, run_id=run_id)
         except Exception as err:

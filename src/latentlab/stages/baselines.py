@@ -29,9 +29,9 @@ def baselines(cfg: Mapping[str, Any], data: Path, out: Path) -> str:
     ds = Prepared.load(data)
     x_fit, x_score = by_protocol(cfg["protocol"], pixels(ds.x_train), pixels(ds.x_test))
     # the pixels' own scaling and PCA, never the latents' (cluster.standardize / pca: not read)
-    settled, why = resolve_k(cfg["cluster"], by_protocol(cfg["protocol"], ds.y_train, ds.y_test)[0])
+    k, select_k, why = resolve_k(cfg["cluster"], by_protocol(cfg["protocol"], ds.y_train, ds.y_test)[0])
     print(f"  {why}", flush=True)
-    c = pipeline_params(settled, cfg["seed"], standardize=False, pca=None)
+    c = pipeline_params(cfg["cluster"], cfg["seed"], standardize=False, pca=None, k=k, select_k=select_k)
     km = {**c, "manifold": "none", "algorithm": "kmeans"}
     pcs = cfg["baselines"]["pca_components"]
     if pcs > min(x_fit.shape):  # a small table: PCA keeps what there is

@@ -28,9 +28,9 @@ def cluster(cfg: Mapping[str, Any], data: Path, latents: Path, out: Path) -> str
     with np.load(latents) as z:
         z_fit, z_score = by_protocol(cfg["protocol"], z["z_train"], z["z_test"])
     _, y_fit, _, _ = Prepared.load(data).split(cfg["protocol"])
-    settled, why = resolve_k(cfg["cluster"], y_fit)
+    k, select_k, why = resolve_k(cfg["cluster"], y_fit)
     print(f"  {why}", flush=True)
-    c = pipeline_params(settled, cfg["seed"])
+    c = pipeline_params(cfg["cluster"], cfg["seed"], k=k, select_k=select_k)
     kmeans = fit_predict(z_fit, z_score, M.AUTOENCODER_KMEANS,
                          **{**c, "standardize": False, "pca": None, "manifold": "none", "algorithm": "kmeans"})
     labels, typical, pipe, k_scores = fit_predict(z_fit, z_score, M.AUTOENCODER, **c)
@@ -38,7 +38,7 @@ def cluster(cfg: Mapping[str, Any], data: Path, latents: Path, out: Path) -> str
     k = pipe[-1].n_components if hasattr(pipe[-1], "n_components") else pipe[-1].n_clusters
     save_npz(out, **{M.AUTOENCODER: labels, M.AUTOENCODER_KMEANS: kmeans.labels, "fit_labels": fit_labels, "fit_typicality": fit_typical,
                      "k": np.array(k)})
-    chosen = f" (chosen by {settled['select_k']})" if k_scores else (" (the label count)" if cfg["cluster"]["k"] is None
+    chosen = f" (chosen by {select_k})" if k_scores else (" (the label count)" if cfg["cluster"]["k"] is None
                                                                     else "")
     return f"wrote {out}: {len(labels)} assignments to {k} clusters{chosen}"
 

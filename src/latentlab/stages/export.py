@@ -46,8 +46,12 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path,
     order = np.argsort(rows, kind="stable")
     df = ex.table(ids, clusters, z_score, mse, thr, labels).iloc[order].reset_index(drop=True)
     ex.write(df, out)
+    # how the data were read and scaled: `latentlab predict` reads new data the same way from this file alone
+    meta = {k: ds.meta[k] for k in ("dataset", "columns", "dropped_columns", "scaler", "classes", "image_shape")
+            if k in ds.meta}
     summary = {"method": method, "rows": len(df), "clusters": int(df["cluster"].nunique()), "threshold": thr,
-               "contamination": cfg["export"]["contamination"], "flagged": int(df["is_anomaly"].sum())}
+               "contamination": cfg["export"]["contamination"], "flagged": int(df["is_anomaly"].sum()),
+               "data": {k: v for k, v in cfg["data"].items() if k not in ("mirror", "cache")}, "meta": meta}
     write_json(summary_out, summary)
     return (f"wrote {out} and {summary_out}: {summary['rows']} rows in {summary['clusters']} {method} clusters, "
             f"{summary['flagged']} above the anomaly threshold {thr:.4g}")

@@ -10,7 +10,7 @@ import numpy as np
 
 from latentlab import history, tracking, training
 from latentlab import metric_names as M
-from latentlab.config import min_k, resolve_k, task_model
+from latentlab.config import resolve_k, task_model
 from latentlab.data import Prepared
 from latentlab.errors import LatentlabError
 from latentlab.stages.common import main
@@ -41,9 +41,9 @@ def fit_autoencoder(cfg: Mapping[str, Any], x: np.ndarray, model: Mapping[str, A
 def train(cfg: Mapping[str, Any], data: Path, model_out: Path, history_out: Path) -> str:
     """Fit the autoencoder on the fitted samples (augmented: a clustering aid)."""
     x_fit, y_fit, _, _ = Prepared.load(data).split(cfg["protocol"])
-    settled, why = resolve_k(cfg["cluster"], y_fit)  # a k the data cannot have is said now, not after training
+    k, _, why = resolve_k(cfg["cluster"], y_fit)  # a k the data cannot have is said now, not after training
     print(f"  clustering into {why}", flush=True)
-    if len(x_fit) < min_k(settled):
+    if len(x_fit) < (k or cfg["cluster"]["k_range"][0]):
         raise LatentlabError(f"{why}, but there are only {len(x_fit)} samples to cluster")
     return fit_autoencoder(cfg, x_fit, task_model(cfg, "cluster"), model_out, history_out, cfg["train"]["max_epochs"],
                            "images" if x_fit.ndim == 4 else "feature vectors", augment=cfg["train"]["augment"],
