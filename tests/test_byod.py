@@ -133,7 +133,7 @@ def test_the_readme_own_data_command_on_a_labelled_table_as_a_new_user_runs_it(t
     out = _dvc(repo, "exp", "run", "-S", "data=table", "-S", "data.path=my.csv", "-S", "data.label=species",
                "-S", "model=mlp")
     assert "k=3: the number of distinct label values" in out
-    assert "300 epochs on 150 feature vectors" in out  # the step budget, capped: not 3,700 one-step epochs
+    assert "150 epochs on 150 feature vectors" in out  # the step budget, capped: not 3,700 one-step epochs
     assert "anomaly branch skipped: only 40 normal training rows" in out and "anomaly=unsupervised" in out
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["labelled"] and m["exported"]["method"] == "autoencoder_selflabel" and m["train"]["stalled"] is False

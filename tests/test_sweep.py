@@ -294,3 +294,35 @@ def test_the_anomaly_branch_on_a_labelled_table_from_the_command_line(tmp_path):
     r = latentlab(tmp_path, "data=table", f"data.path={csv}", "data.label=target", "task=anomaly",
                   "anomaly.normal=[1]", "anomaly.max_epochs=5", "trainer.enable_progress_bar=false")
     assert "[anomaly_evaluate] wrote" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.e2e
+def test_a_single_run_says_where_to_look_and_predict_applies_its_folder(tmp_path):
+    # The demo's path: one `latentlab` run on the bundled digits, then its trained pipeline on
+    # new 8x8 images (examples/digits.npy, the set's last 20) through `predict --run <its folder>`.
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    from conftest import ROOT
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    r = latentlab(tmp_path, "data=digits", "model=mlp", "finetune.views=1", "train.min_steps=0",
+                  "train.max_epochs=3", "finetune.epochs=1", "finetune.min_steps=10", "cluster.n_init=2",
+                  "evaluate.plot_points=200", "hydra.run.dir=runs/single/demo", uri=uri)
+    assert "next:" in r.stdout and "latentlab ui" in r.stdout and "ls runs/single/demo/evaluate/plots/" in r.stdout
+    assert "latentlab predict NEW_DATA --run runs/single/demo --out new.csv" in r.stdout
+    assert "Tip:" not in r.stdout + r.stderr and "GPU available" not in r.stdout + r.stderr  # Lightning's chatter
+    assert "autoencoder: epoch 3/3" in r.stdout  # a plain line per epoch when the output is not a terminal
+    digits = ROOT / "examples" / "digits.npy"
+    sk = load_digits()
+    assert np.array_equal(np.load(digits), np.rint(sk.images[-20:] * 255 / 16).astype(np.uint8))
+    p = latentlab(tmp_path, "predict", str(digits), "--run", "runs/single/demo", "--out", "new.csv", uri=uri)
+    assert "run folder runs/single/demo" in p.stdout
+    new = pd.read_csv(tmp_path / "new.csv")
+    assert len(new) == 20 and new["cluster"].between(0, 9).all()
+    mine = pd.read_csv(tmp_path / "runs/single/demo/export/assignments.csv")
+    assert mine["cluster"].nunique() == 10  # k: the ten label values
+    bad = latentlab(tmp_path, "predict", str(ROOT / "examples/wine.csv"), "--run", "runs/single/demo", "--out",
+                    "x.csv", check=False, uri=uri)
+    assert bad.returncode == 2 and "digits" in bad.stderr and not (tmp_path / "x.csv").exists()

@@ -255,8 +255,7 @@ def _validate_model(cfg, key: str, dataset: str | None) -> int:
     latent = _int(cfg, f"{key}.latent_dim", 1)
     _float(cfg, f"{key}.input_dropout", 0.0, 0.95)
     if MODELS[target] == "mlp":
-        if _get(cfg, f"{key}.hidden") != "auto":
-            _int_list(cfg, f"{key}.hidden")
+        _int_list(cfg, f"{key}.hidden")
     else:
         _int_list(cfg, f"{key}.channels")
         if _get(cfg, f"{key}.decoder_hidden") is not None:
@@ -329,6 +328,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"finetune.restart must be true or false, got {cfg['finetune']['restart']!r}")
     _int(cfg, "finetune.epochs", 1)
     _int(cfg, "finetune.min_steps", 0)
+    _int(cfg, "finetune.budget_max_epochs", 1)
     _float(cfg, "finetune.fraction", 0.0, 1.0, lo_open=True)
     _int(cfg, "finetune.neighbors", 1, 1000)
     _float(cfg, "finetune.lr", 0.0, 10.0, lo_open=True)
@@ -440,6 +440,14 @@ def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     if cfg["anomaly"].get("latent_dim") is not None:
         model["latent_dim"] = cfg["anomaly"]["latent_dim"]
     return model
+
+
+def budget_epochs(min_steps: int, steps_per_epoch: int, cap: int | None) -> int:
+    """The epochs ``min_steps`` optimizer steps take at ``steps_per_epoch``, at most ``cap``
+    (``train.budget_max_epochs``, ``finetune.budget_max_epochs``): a small dataset's epoch is
+    a step or two, and the budget alone would make it thousands of passes."""
+    epochs = math.ceil(min_steps / max(1, steps_per_epoch))
+    return epochs if cap is None else min(epochs, cap)
 
 
 def resolve_k(cluster: Mapping[str, Any], y: np.ndarray) -> tuple[int | None, str | None, str]:

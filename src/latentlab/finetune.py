@@ -30,7 +30,7 @@ from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
-from latentlab.config import check_cnn_fits
+from latentlab.config import budget_epochs, check_cnn_fits
 from latentlab.errors import ConfigError
 from latentlab.files import atomic
 from latentlab.models import Autoencoder, affine, draw_affine, is_images, random_affine, to_float
@@ -282,7 +282,7 @@ def recipe(f: Mapping[str, Any]) -> dict[str, Any]:
     """``self_label``'s keyword arguments from the ``finetune`` config section that the
     autoencoder method and its raw twin share (the twin has no decoder: no recon_weight)."""
     keys = ("rounds", "epochs", "fraction", "lr", "batch_size", "augment", "label_smoothing", "lr_schedule",
-            "min_steps", "views", "targets", "ema", "mixup", "restart")
+            "min_steps", "budget_max_epochs", "views", "targets", "ema", "mixup", "restart")
     return {key: f[key] for key in keys}
 
 
@@ -290,7 +290,8 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
                rounds: int, epochs: int, fraction: float, lr: float, batch_size: int,
                augment: Mapping[str, float], seed: int, neighbors: np.ndarray | None = None,
                trainer: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
-               lr_schedule: str = "cosine", min_steps: int = 0, recon_weight: float = 0.0,
+               lr_schedule: str = "cosine", min_steps: int = 0, budget_max_epochs: int | None = None,
+               recon_weight: float = 0.0,
                views: int = 1, targets: str = "hard", ema: float = 0.0,
                mixup: float = 0.0, restart: bool = False) -> SelfLabelResult:
     """Train ``net`` (images (N, C, H, W) or vectors (N, D) -> (N, k) logits) on x's most
@@ -337,7 +338,7 @@ def self_label(net: nn.Module, x: np.ndarray, labels: np.ndarray, typicality: np
         y = torch.from_numpy(sharpen(proba[idx])) if targets == "soft" and proba is not None \
             else torch.from_numpy(result.labels[idx])
         dl = DataLoader(TensorDataset(data[idx], y), batch_size=batch_size, shuffle=True)
-        n_epochs = max(epochs, math.ceil(min_steps / len(dl)))
+        n_epochs = max(epochs, budget_epochs(min_steps, len(dl), budget_max_epochs))
         lit = LitSelfLabel(net, lr=lr, epochs=n_epochs, augment=augment, label_smoothing=label_smoothing,
                            lr_schedule=lr_schedule, recon_weight=recon_weight, mixup=mixup)
         t = pl.Trainer(max_epochs=n_epochs, logger=False, enable_checkpointing=False, devices=1,

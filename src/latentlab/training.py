@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import tempfile
 import warnings
@@ -23,6 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from latentlab import metric_names as M
 from latentlab.choices import OPTIMIZERS, check
+from latentlab.config import budget_epochs
 from latentlab.files import atomic
 from latentlab.progress import trainer_args
 from latentlab.models import (Autoencoder, ConvAutoencoder, build, is_images, mean_sample_mse, random_affine, stalled,
@@ -240,12 +240,6 @@ def fit(x: np.ndarray, *, model: dict, optimizer: dict, trainer: dict, batch_siz
     return FitResult(net=lit.net, hparams=dict(lit.hparams), history=rows, best_val_loss=best_row[M.VAL_LOSS],
                      best_epoch=int(best_row["epoch"]), world_size=world_size,
                      mean_val_loss=mean_sample_mse(x[tr], x[va]))
-
-
-def budget_epochs(min_steps: int, steps_per_epoch: int, cap: int | None) -> int:
-    """The epochs ``min_steps`` optimizer steps take at ``steps_per_epoch``, at most ``cap``."""
-    epochs = math.ceil(min_steps / max(1, steps_per_epoch))
-    return epochs if cap is None else min(epochs, cap)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from latentlab.anomaly import plan_for, split_for, write_skipped
 from latentlab.config import sample_noun
 from latentlab.data import Prepared
 from latentlab.errors import TooLittleData
-from latentlab.stages.train import fit_autoencoder
 from latentlab.stages.common import main
 
 
@@ -27,6 +26,8 @@ def anomaly_train(cfg: Mapping[str, Any], data: Path, model_config: Path, model_
         write_skipped(model_out, str(err))
         history.write([], history_out)
         return f"anomaly branch skipped: {err}"
+    from latentlab.stages.train import fit_autoencoder  # Lightning: seconds to import, not needed to skip
+
     model = yaml.safe_load(model_config.read_text())["model"]
     leak = f", {split.n_contaminated} of them anomalies" if split.n_contaminated else ""
     what = sample_noun(ds.meta.get("dataset", ""), ds.is_images)
