@@ -205,6 +205,9 @@ def _validate_anomaly(cfg, dataset: str) -> None:
     _int(cfg, "anomaly.min_steps", 0)
     _validate_model(cfg, "anomaly.model", dataset)
     _int(cfg, "anomaly.latent_dim", 1, optional=True)
+    hidden = _get(cfg, "anomaly.hidden")
+    if hidden is not None and hidden != "auto":
+        _int_list(cfg, "anomaly.hidden")
     _float(cfg, "anomaly.train_contamination", 0.0, 0.5, hi_open=True)
     _float(cfg, "anomaly.val_fraction", 0.0, 0.5, lo_open=True, hi_open=True)
     error = _choice(cfg, "anomaly.error", ANOMALY_ERRORS)
@@ -255,7 +258,8 @@ def _validate_model(cfg, key: str, dataset: str | None) -> int:
     latent = _int(cfg, f"{key}.latent_dim", 1)
     _float(cfg, f"{key}.input_dropout", 0.0, 0.95)
     if MODELS[target] == "mlp":
-        _int_list(cfg, f"{key}.hidden")
+        if _get(cfg, f"{key}.hidden") != "auto":
+            _int_list(cfg, f"{key}.hidden")
     else:
         _int_list(cfg, f"{key}.channels")
         if _get(cfg, f"{key}.decoder_hidden") is not None:
@@ -439,6 +443,8 @@ def task_model(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
     model = dict(cfg["anomaly"]["model"])
     if cfg["anomaly"].get("latent_dim") is not None:
         model["latent_dim"] = cfg["anomaly"]["latent_dim"]
+    if cfg["anomaly"].get("hidden") is not None and MODELS.get(model["_target_"]) == "mlp":
+        model["hidden"] = cfg["anomaly"]["hidden"]
     return model
 
 

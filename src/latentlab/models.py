@@ -59,16 +59,27 @@ def dense_decoder(latent_dim: int, hidden, input_shape: tuple[int, ...], act: ty
                          nn.Unflatten(1, tuple(input_shape)))
 
 
+def mlp_widths(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``hidden: auto``: DEC's 500-500-2000 for images; for D features, two layers sized to
+    them, max(64, 2D) and max(32, D) (PyOD's AutoEncoder default is 64-32)."""
+    if len(input_shape) > 1:
+        return (500, 500, 2000)
+    d = int(input_shape[0])
+    return (max(64, 2 * d), max(32, d))
+
+
 class MLPAutoencoder(Autoencoder):
     """Dense encoder in -> hidden... -> d, mirrored decoder; a sigmoid output for images
-    (in [0, 1]), a linear one for feature vectors (standardised, unbounded)."""
+    (in [0, 1]), a linear one for feature vectors (standardised, unbounded). ``hidden``: the
+    widths, or ``auto`` (``mlp_widths``)."""
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 10,
-                 hidden: tuple[int, ...] = (500, 500, 2000), activation: str = "relu",
+                 hidden: tuple[int, ...] | str = (500, 500, 2000), activation: str = "relu",
                  input_dropout: float = 0.0) -> None:
         super().__init__()
         act = ACTIVATIONS[activation]
         n_in = math.prod(input_shape)
+        hidden = mlp_widths(tuple(input_shape)) if hidden == "auto" else tuple(hidden)
         sizes = [n_in, *hidden]
         # Input dropout makes it a denoising autoencoder (active in training only).
         enc: list[nn.Module] = [nn.Flatten(), nn.Dropout(input_dropout)]
