@@ -212,3 +212,20 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders():
         a, b = (hydra_compose(config_name="config", return_hydra_config=True) for _ in range(2))
         assert a.hydra.run.dir != b.hydra.run.dir
         assert a.hydra.sweep.dir != b.hydra.sweep.dir
+
+
+def test_k_is_the_label_count_or_chosen_without_labels_and_said_so():
+    import numpy as np
+
+    from latentlab.config import resolve_k
+
+    c = compose([]).cluster
+    assert c.k is None and c.select_k == "silhouette"  # no constant: MNIST's 10 is its label count
+    c = OmegaConf.to_container(c)
+    y = np.repeat([4, 7, 9], 5)
+    assert resolve_k(c, y) == (3, None, "k=3: the number of distinct label values (cluster.k=N sets another)")
+    assert resolve_k({**c, "k": 5}, y)[:2] == (5, None)
+    k, criterion, why = resolve_k(c, np.full(15, -1))
+    assert (k, criterion) == (None, "silhouette") and "k chosen by silhouette over k in [2, 15] (no labels" in why
+    with pytest.raises(ConfigError, match="cluster.k=null needs labels .* cluster.select_k"):
+        resolve_k({**c, "select_k": None}, np.full(15, -1))

@@ -125,6 +125,10 @@ def git_commit(root: Path) -> tuple[str, bool]:
     return commit, dirty
 
 
+# A new store's "Creating initial MLflow database tables" is MLflow's business, not the user's.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
 # The MLflow UI (3.x) opens experiments on its GenAI pages and shows no metric columns
 # until the user picks them. These experiment tags make it open on the runs table,
 # and `?viewStateShareKey=latentlab` selects the columns a comparison needs.
