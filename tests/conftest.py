@@ -128,7 +128,7 @@ def small(tmp_path_factory, mirror, empty_store):
         download(cfg, p["data"])
         p["train_line"] = train(cfg, p["data"], p["model"], p["history"])  # its summary line
         embed(cfg, p["data"], p["model"], p["latents"])
-        cluster(cfg, p["latents"], p["assignments"])
+        cluster(cfg, p["data"], p["latents"], p["assignments"])
         baselines(cfg, p["data"], p["baselines"])
         finetune(cfg, p["data"], p["model"], p["assignments"], p["latents"], p["selflabel"], p["classifier"])
         raw_selflabel(cfg, p["data"], p["baselines"], p["raw_selflabel"])

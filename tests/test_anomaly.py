@@ -232,7 +232,7 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
 
     run = mlflow.MlflowClient().search_runs(
         [mlflow.MlflowClient().get_experiment_by_name("latentlab-anomaly").experiment_id])[0]
-    assert run.info.run_name == "mnist-mlp-d10-leftout9-seed0"
+    assert run.info.run_name == "repro-mnist-mlp-d10-leftout9-seed0"  # a stage's run, as DVC's
     assert run.data.params["anomaly.train_contamination"] == "0.05"
 
 

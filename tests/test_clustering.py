@@ -21,7 +21,7 @@ def _params(*overrides: str, layout_epochs: int | None = 30) -> dict:
 
     fast = [f"cluster.umap.n_epochs={layout_epochs}"] if layout_epochs else []
     cfg = OmegaConf.to_container(compose([*fast, *overrides]), resolve=True)
-    return pipeline_params(cfg["cluster"], seed=0)
+    return pipeline_params(cfg["cluster"], seed=0, select_k=None)  # k given, as resolve_k settles it for labelled data
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_train_test_protocol_assigns_unseen_points(blobs):
     ("cluster.umap.n_epochs=0", "cluster.umap.n_epochs must be an int in [1, 10000] or null, got 0"),
     ("cluster.umap.min_dist=-0.1", "cluster.umap.min_dist must be a number in [0.0, 1.0], got -0.1"),
     ("cluster.covariance_type=round", "cluster.covariance_type must be one of"),
-    ("cluster.max_fit=5", "cluster.max_fit=5 must be at least cluster.k=10"),
+    ("cluster.max_fit=1", "cluster.max_fit=1 must be at least the least k, 2 (cluster.k, or cluster.k_range's low end)"),
     ("cluster.assign_rest=nearest", "cluster.assign_rest must be one of ['neighbors', 'transform'], got 'nearest'"),
     ("cluster=dbscan", "Could not find 'cluster/dbscan'"),
     ("train.augment.degrees=-5", "train.augment.degrees must be a number in [0.0, 180.0], got -5"),

@@ -118,7 +118,7 @@ def test_the_anomaly_branch_keeps_its_own_autoencoder_and_bottleneck():
     cfg = compose(["model.latent_dim=16"])
     assert task_model(cfg, "cluster") == cfg.model and cfg.model._target_.endswith("ConvAutoencoder")
     # its own architecture (dense by default, whatever the clustering trains) and bottleneck
-    assert task_model(cfg, "anomaly") == {**cfg.anomaly.model, "latent_dim": cfg.anomaly.latent_dim}
+    assert task_model(cfg, "anomaly") == {**cfg.anomaly.model, "latent_dim": cfg.anomaly.latent_dim, "hidden": "auto"}
     assert task_model(cfg, "anomaly")["_target_"].endswith("MLPAutoencoder")
     none = compose(["anomaly.model.latent_dim=24", "anomaly.latent_dim=null"])
     validate(none)
@@ -126,6 +126,9 @@ def test_the_anomaly_branch_keeps_its_own_autoencoder_and_bottleneck():
     conv = compose(["model@anomaly.model=conv", "anomaly.model.channels=[8,16]"])
     validate(conv)
     assert task_model(conv, "anomaly")["channels"] == [8, 16] and task_model(conv, "cluster")["channels"] != [8, 16]
+    assert "hidden" not in task_model(conv, "anomaly")  # anomaly.hidden sizes a dense model only
+    wide = compose(["anomaly.hidden=null"])
+    assert task_model(wide, "anomaly")["hidden"] == [500, 500, 2000]  # null: anomaly.model's own
 
 
 @pytest.mark.parametrize(("override", "says"), [

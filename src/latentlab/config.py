@@ -243,8 +243,10 @@ def _validate_manifold(cfg) -> None:
         raise ConfigError(f"cluster.k_range must be [lo, hi] with 2 <= lo <= hi, got {kr!r}")
     _choice(cfg, "cluster.assign_rest", ASSIGN_REST)
     max_fit = _int(cfg, "cluster.max_fit", 1)
-    if max_fit < (_get(cfg, "cluster.k") or kr[0]):
-        raise ConfigError(f"cluster.max_fit={max_fit} must be at least cluster.k={_get(cfg, 'cluster.k')}")
+    least = _get(cfg, "cluster.k") or kr[0]
+    if max_fit < least:
+        raise ConfigError(f"cluster.max_fit={max_fit} must be at least the least k, {least} (cluster.k, or "
+                          "cluster.k_range's low end)")
 
 
 def _validate_model(cfg, key: str, dataset: str | None) -> int:
