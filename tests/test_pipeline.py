@@ -65,7 +65,8 @@ def pipeline(tmp_path_factory, mirror, empty_store):
     images, 5 epochs; the anomaly branch's own test (e2e) reproduces the rest."""
     tmp = tmp_path_factory.mktemp("e2e")
     repo = _copy_project(tmp / "repo")
-    _set(repo / "params.yaml", [*TINY, "dec.enabled=true"])  # every method, the optional ones too
+    # every method, the optional ones too; digit 0 as the normal class, named (the default is the most frequent)
+    _set(repo / "params.yaml", [*TINY, "dec.enabled=true", "anomaly.normal=[0]"])
     env = {"MLFLOW_TRACKING_URI": new_store(empty_store, tmp / "mlflow.db"), "LATENTLAB_DATA_MIRROR": str(mirror),
            "LATENTLAB_CACHE": str(tmp / "cache")}
     (tmp / "env.json").write_text(json.dumps(env))
@@ -158,7 +159,7 @@ def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.info.run_name == "mnist-mlp-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
+    assert run.info.run_name == "repro-mnist-mlp-d10-normal0-seed0" and run.data.tags["task"] == "anomaly"
     # its own bottleneck (anomaly.latent_dim), whatever model.latent_dim the clustering trains
     assert run.data.params["model.latent_dim"] == "10" == run.data.params["anomaly.latent_dim"]
     assert not [p for p in run.data.params if p.startswith(("anomaly.model.", "finetune."))]  # logged once, as model.*
@@ -167,7 +168,7 @@ def test_anomaly_run_is_logged_in_its_own_experiment(pipeline):
     m = json.loads((repo / "outputs/anomaly/evaluate/metrics.json").read_text())
     assert run.data.metrics["test/auroc"] == pytest.approx(m["test"]["auroc"])
     assert run.data.metrics["unbalanced/f1"] == pytest.approx(m["unbalanced"]["f1"])
-    assert run.data.params["anomaly.normal"] == "None" and "cluster.k" not in run.data.params
+    assert run.data.params["anomaly.normal"] == "[0]" and "cluster.k" not in run.data.params
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/score_histogram.png", "figures/roc_pr.png", "figures/extremes.png"} <= figures
     assert len(client.get_metric_history(run.info.run_id, "val/recon_loss")) == 5
