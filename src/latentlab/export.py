@@ -17,6 +17,7 @@ pipeline's own table.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,10 +152,15 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
     dest = Path(tempfile.mkdtemp(prefix="latentlab-predict-"))
     try:
         client = mlflow.MlflowClient(tracking.tracking_uri(root))
-        files = {name: client.download_artifacts(where, name, str(dest))
-                 for name in ("summary.json", "model.pt", "finetune/model.pt")}
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # four small files: no bars
+
+        def fetch(name: str) -> str:  # each into a folder of its own: two are named model.pt
+            (dest / name.replace("/", "_")).mkdir()
+            return client.download_artifacts(where, name, str(dest / name.replace("/", "_")))
+
+        files = {name: fetch(name) for name in ("summary.json", "model.pt", "finetune/model.pt")}
         try:
-            files["dec/model.pt"] = client.download_artifacts(where, "dec/model.pt", str(dest))
+            files["dec/model.pt"] = fetch("dec/model.pt")
         except (MlflowException, OSError):  # only runs with dec.enabled log one
             files["dec/model.pt"] = str(dest / "dec" / "model.pt")
     except (MlflowException, OSError) as err:
