@@ -58,7 +58,8 @@ def test_dvc_repro_on_a_csv_without_labels(wine):
 
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     run = client.search_runs([client.get_experiment_by_name("latentlab").experiment_id])[0]
-    assert run.data.metrics["autoencoder_selflabel/silhouette"] == pytest.approx(m["autoencoder_selflabel"]["silhouette"])
+    assert run.data.metrics["autoencoder_selflabel/silhouette"] == pytest.approx(
+        m["autoencoder_selflabel"]["silhouette"], abs=5e-5)  # scores are logged to 4 decimals
     assert "assignments.csv" in {f.path for f in client.list_artifacts(run.info.run_id)}
 
 
