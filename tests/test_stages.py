@@ -248,7 +248,7 @@ def test_a_conv_autoencoder_goes_through_every_stage_and_its_encoder_reloads(sma
                                                     ("classifier", "pt"))}
     train(cfg, p["data"], q["model"], q["history"])
     embed(cfg, p["data"], q["model"], q["latents"])
-    cluster(cfg, q["latents"], q["assignments"])
+    cluster(cfg, p["data"], q["latents"], q["assignments"])
     finetune(cfg, p["data"], q["model"], q["assignments"], q["latents"], q["selflabel"], q["classifier"])
     line = evaluate(cfg, p["data"], q["model"], q["history"], q["latents"],
                     [q["assignments"], q["selflabel"], p["baselines"], p["raw_selflabel"]], tmp_path / "m.json",
