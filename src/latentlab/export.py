@@ -119,12 +119,12 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
     """The run ``where`` names, and how to call it: None, the workspace of `dvc repro`
     (``outputs/``) at ``root``; a folder, a ``latentlab`` run's (``runs/single/...``) or a
     workspace; otherwise an MLflow run id, whose artifacts are downloaded."""
-    def in_folder(folder: Path, outputs: Path) -> Run:
+    def in_folder(outputs: Path) -> Run:
         return Run(outputs / "export/summary.json", outputs / "train/model.pt", outputs / "finetune/model.pt",
                    outputs / "dec/model.pt")
 
     if where is None:
-        run = in_folder(root, root / "outputs")
+        run = in_folder(root / "outputs")
         if not run.summary.exists():
             latest = sorted((root / "runs" / "single").glob("*/export/summary.json"))
             hint = (f" (the latest latentlab run: --run {latest[-1].parent.parent.relative_to(root)})" if latest
@@ -135,7 +135,7 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
     folder = Path(where).expanduser()
     if folder.is_dir():
         outputs = folder / "outputs" if (folder / "outputs" / "export").is_dir() else folder
-        run = in_folder(folder, outputs)
+        run = in_folder(outputs)
         if not run.summary.exists():
             raise DataError(f"--run {where}: no export/summary.json in it; name a latentlab run folder "
                             "(runs/single/<time>) or a dvc repro workspace, after its export stage ran")
