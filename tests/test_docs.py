@@ -52,3 +52,21 @@ def test_the_dvc_plots_page_loads_nothing_from_the_network():
     assert not re.search(r"<script[^>]+src=", page)
     for lib in ("vega@", "vega-lite@", "vega-embed@"):
         assert f"<!-- {lib}" in page
+
+
+def test_python_312_and_313_are_admitted_and_locked():
+    """requires-python admits 3.11-3.13, and uv.lock was resolved for exactly that range (uv
+    writes the range it resolved for; a lock for a narrower one would fail `uv sync` there)."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    spec = SpecifierSet(project["requires-python"])
+    assert all(v in spec for v in ("3.11.7", "3.12.8", "3.13.1")), spec
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    assert SpecifierSet(lock["requires-python"]) == spec
+    # every compiled dependency has wheels for the admitted versions, not only 3.11's
+    wheels = {p["name"]: " ".join(w["url"] for w in p.get("wheels", [])) for p in lock["package"]}
+    for name in ("torch", "numpy", "scikit-learn", "scipy"):
+        assert "cp312" in wheels[name] and "cp313" in wheels[name], name
