@@ -1,4 +1,4 @@
-"""Benchmark: one-class anomaly detection on MNIST, beside the published results.
+"""One-class anomaly detection on MNIST, beside the published results: the anomaly study.
 
 The standard protocol: each digit in turn is normal, the autoencoder trains on that
 digit's training images only, and all 10,000 test images are scored (AUROC, AUPRC).
@@ -8,9 +8,10 @@ seed; every score (each reconstruction error, each latent score, their combinati
 is computed from it, beside a raw-pixel baseline (LOF on a 50-component PCA, the
 reference's strong case). Writes bench/results/anomaly-<tag>.json and a Markdown table.
 
-    uv run --frozen python bench/anomaly.py                      # default config
-    uv run --frozen python bench/anomaly.py --tag conv model@anomaly.model=conv anomaly.latent_dim=16
-    uv run --frozen python bench/anomaly.py --sets 0-6 --seeds 0 1 2
+    dvc repro pipelines/anomaly/dvc.yaml                       # the study: every set, seeds 0-2, its page
+    python pipelines/anomaly.py --sets 3 --seeds 0 --record pipelines/anomaly/records/3-seed0.json
+    python pipelines/anomaly.py --page docs/results-anomaly.md --records pipelines/anomaly/records
+    python pipelines/anomaly.py --tag conv model@anomaly.model=conv anomaly.latent_dim=16   # a look
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
+
+import study  # noqa: E402  (pipelines/study.py, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Published one-class MNIST AUROC (Ruff et al. 2018, Deep SVDD, per digit) and means.
@@ -156,7 +159,17 @@ def main() -> None:
     p.add_argument("--figure", type=Path, help="also draw the per-digit AUROC figure here (PNG)")
     p.add_argument("--resume", action="store_true",
                    help="keep the (set, seed) rows already in the results file, if its overrides match")
+    p.add_argument("--record", help="one (set, seed) record for the study (pipelines/anomaly/records/..., in git)")
+    p.add_argument("--records", type=Path, help="with --page: the study's records folder")
+    p.add_argument("--page", type=Path, help="write this page (and --figure) from --records, run nothing")
     a = p.parse_args()
+    if a.page:
+        if not a.records:
+            p.error("--page needs --records FOLDER")
+        write_page(a.page, a.figure, study.read_records(a.records), a.records)
+        return
+    if a.record and (len(a.sets) != 1 or len(a.seeds) != 1):
+        p.error(f"--record {a.record} is one run's record: give one --sets and one --seeds")
 
     from latentlab.config import compose, validate
     from latentlab.data import prepare
@@ -181,6 +194,9 @@ def main() -> None:
                 continue
             r = run_one(cfg, parse_set(s), seed, ds)
             rows.append(r)
+            if a.record:
+                study.write_record(a.record, {**study.provenance(), "overrides": a.overrides, **r})
+                continue
             best = max(r["scores"], key=lambda k: r["scores"][k]["auroc"])
             print(f"normal {s} seed {seed}: {r['epochs']} epochs in {r['train_seconds']}s; "
                   + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in r["scores"].items()) + f"; best {best}",
@@ -191,6 +207,8 @@ def main() -> None:
                       "machine": f"{os.cpu_count()} cores, {platform.machine()}",
                       "seconds": round(time.perf_counter() - t0), "rows": rows}
             out.write_text(json.dumps(result, indent=1) + "\n")  # after every set: partial results survive
+    if a.record:
+        return
     singles = [r for r in rows if len(r["normal"]) == 1]
     names = list(rows[0]["scores"])
     mean = {k: float(np.mean([r["scores"][k]["auroc"] for r in singles])) for k in names} if singles else {}
@@ -202,6 +220,34 @@ def main() -> None:
         print(f"drew {figure(rows, ['mse', best_combined, 'pixels_pca_lof'], a.figure)}")
     print(f"\n{table(rows, ['mse', 'ssim', best_combined, 'pixels_pca_lof'], best_combined)}\n\nwrote {out} "
           f"({time.perf_counter() - t0:.0f}s); published mean AUROC: {PUBLISHED_MEAN}")
+
+
+def write_page(page: Path, fig: Path | None, rows: list[dict], records_folder: Path) -> None:
+    """The study's page: every normal set's AUROC per score over the records' seeds, and the figure."""
+    overrides = {tuple(r["overrides"]) for r in rows}
+    if len(overrides) > 1:
+        raise SystemExit(f"the records differ in config: {sorted(overrides)}")
+    singles = [r for r in rows if len(r["normal"]) == 1]
+    names = list(rows[0]["scores"])
+    mean = {k: float(np.mean([r["scores"][k]["auroc"] for r in singles])) for k in names} if singles else {}
+    best = max((k for k in names if "+" in k), key=lambda k: mean.get(k, 0.0))
+    commits = sorted({r["commit"][:10] + (" + edits" if r.get("dirty") else "") for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["# One-class anomaly detection on MNIST", "",
+             f"Written by `dvc repro pipelines/anomaly/dvc.yaml` from its records (`pipelines/anomaly/records/`, "
+             f"kept in git; commit {', '.join(commits)}, {rows[0]['machine']}), seeds {seeds}; config "
+             f"{', '.join(rows[0]['overrides']) or 'the default'}. Each normal set trains one anomaly "
+             "autoencoder on that set's training images; all 10,000 test images are scored. "
+             "`pixels_pca_lof` is the raw twin: LOF on a 50-component PCA of the pixels.", ""]
+    if fig and singles:
+        figure(rows, ["mse", best, "pixels_pca_lof"], fig)
+        lines += [f"![per-digit AUROC]({fig.name})", ""]
+    lines += [table(rows, ["mse", "ssim", best, "pixels_pca_lof"], best), "",
+              f"Published mean AUROC: {', '.join(f'{k} {v:.3f}' for k, v in PUBLISHED_MEAN.items())}."]
+    study.write_page(page, lines)
+    if singles:  # the study's headline as a DVC metric: the best combined score's mean over digits and seeds
+        study.write_summary(Path(records_folder) / ".." / "summary.json", auroc=mean[best],
+                            auprc=np.mean([r["scores"][best]["auprc"] for r in singles]))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
-"""Benchmark: the default pipeline (clustering and anomaly branches) on full MNIST, from a fresh clone.
+"""The main job (clustering and anomaly branches) on full MNIST, in a fresh copy of the project.
 
-Runs `dvc repro` in a clone of HEAD, then a second `dvc repro` (which must do
+The run stage of the MNIST studies (pipelines/<study>/dvc.yaml: one call per seed, --record
+the study's record). Runs `dvc repro` in a copy of the workspace, then a second `dvc repro` (which must do
 nothing), and reports each stage's wall time and peak memory and every method's
 scores. With ``--seeds`` it repeats the pipeline per seed (params.yaml recomposed with
 ``seed=N`` and the ``--set`` overrides, as `dvc exp run -S` does) and reports each
 method's mean [min, max]. Writes bench/results/full_mnist[-<tag>].json and prints
 Markdown tables.
 
-    LATENTLAB_DATA_MIRROR=../shared/datasets make bench      # offline
-    make bench                                               # downloads MNIST
-    python bench/full_mnist.py --seeds 0 1 2 --tag default        # the README's results
-    python bench/full_mnist.py --seeds 0 --variant long=finetune.epochs=8 --tag long
+    python pipelines/full_mnist.py --seeds 0 --record pipelines/default/records/seed0.json
+    LATENTLAB_DATA_MIRROR=../shared/datasets python pipelines/full_mnist.py --seeds 0 --tag try   # offline
+    python pipelines/full_mnist.py --seeds 0 --variant long=finetune.epochs=8 --tag long
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from latentlab import metric_names as M
-from results import scored, spread  # bench/results.py, beside this script: one summary of runs for both
+import study  # noqa: E402  (pipelines/study.py, beside this script)
+from results import scored, spread  # noqa: E402  (pipelines/results.py: one summary of runs for both)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -108,7 +109,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", help="one full pipeline per seed (default: params.yaml's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="OVERRIDE",
                    help="a Hydra override for params.yaml, e.g. +experiment=best (repeatable)")
-    p.add_argument("--tag", help="results file bench/results/full_mnist-<tag>.json")
+    p.add_argument("--tag", help="results file bench/results/full_mnist-<tag>.json (git-ignored: a look, not a record)")
+    p.add_argument("--record", help="one seed's record for a study (pipelines/<study>/records/...json, kept in git)")
     p.add_argument("--target", dest="targets", action="append", default=[],
                    help="dvc repro only this stage and what it needs, e.g. evaluate (the clustering branch)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
@@ -120,6 +122,13 @@ def main() -> None:
                    help="after the runs, change this parameter (e.g. cluster.standardize=true) and time the "
                    "`dvc repro` that follows, listing the stages it re-ran (repeatable)")
     a = p.parse_args()
+    # a data file named relative to the project (a study's own data) is read from there, not the copy
+    given = list(a.overrides)
+    a.overrides = [f"data.path={ROOT / o.split('=', 1)[1]}" if o.startswith("data.path=")
+                   and not Path(o.split("=", 1)[1]).is_absolute() and (ROOT / o.split("=", 1)[1]).exists() else o
+                   for o in a.overrides]
+    if a.record and (len(a.seeds or []) != 1 or a.jobs > 1):
+        p.error(f"--record {a.record} is one seed's record: give exactly one --seeds and no --jobs")
     variants: dict[str, list[str]] = {}
     for v in a.variant:
         name, eq, extra = v.partition("=")
@@ -131,8 +140,10 @@ def main() -> None:
     runs: list[dict] = []
     result = {"commit": commit, "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
               "overrides": a.overrides, "targets": a.targets, "variants": variants, "runs": runs}
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    path = ROOT / "bench" / "results" / (f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json")
+    # a study's record (--record) is its only output; otherwise a look in bench/results/
+    path = (Path(os.devnull) if a.record else
+            ROOT / "bench" / "results" / (f"full_mnist-{a.tag}.json" if a.tag else "full_mnist.json"))
+    path.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="latentlab-bench-") as tmp:
         repo = Path(tmp) / "repo"
         if a.jobs > 1:
@@ -143,8 +154,7 @@ def main() -> None:
             result["jobs"] = a.jobs
 
             def one(seed: int | None) -> dict:
-                clone = Path(tmp) / f"repo-{seed}"
-                subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+                clone = study.copy_workspace(Path(tmp) / f"seed-{seed}")
                 run = run_seed(clone, seed, a.overrides, variants, a.targets, a.change)
                 runs.append(run)
                 path.write_text(json.dumps(result, indent=2))
@@ -154,10 +164,13 @@ def main() -> None:
                 list(pool.map(one, a.seeds or [None]))
             runs.sort(key=lambda r: -1 if r["seed"] is None else r["seed"])
         else:
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+            repo = study.copy_workspace(Path(tmp))
         for seed in (a.seeds or [None]) if a.jobs == 1 else []:
             runs.append(run_seed(repo, seed, a.overrides, variants, a.targets, a.change))
             path.write_text(json.dumps(result, indent=2))  # after every seed: a stopped run keeps what it measured
+    if a.record:
+        study.write_record(a.record, {**study.provenance(), "overrides": given, "targets": a.targets,
+                                      "variants": variants, **runs[0]})
     for run in runs:
         report(commit, result["machine"], a.overrides, run)
     if len(runs) > 1:

@@ -1,13 +1,15 @@
-"""`make results`: docs/results.md, and the README's results table, from the benchmark JSON.
+"""The MNIST studies' page stage: docs/results*.md, and the README's results table, from records.
 
-Reads bench/results/full_mnist-<tag>.json (written by bench/full_mnist.py) and writes
+Reads a study's records (pipelines/<study>/records/*.json, one per seed, written by
+pipelines/full_mnist.py --record and kept in git), or bench/results/full_mnist-<tag>.json
+(a look, --tag), and writes
 docs/results.md: per seed and over seeds (mean [min, max]) every method's ACC / NMI,
 each autoencoder method's paired gain over its raw twin, the stage times, and the
 command and config that produced them. The README's table between its `results` markers
 is rewritten from the same file (no commit or date there; docs/results.md has them).
 
-    uv run --frozen python bench/results.py               # the default's 3 seeds (tag default)
-    uv run --frozen python bench/results.py --tag conv --times conv-alone --out docs/results-conv.md --no-readme
+    python pipelines/results.py --records pipelines/default/records          # docs/results.md + README
+    python pipelines/results.py --records pipelines/best/records --out docs/results-best.md --no-readme
 """
 
 from __future__ import annotations
@@ -82,14 +84,30 @@ def dataset(fm: dict) -> tuple[str, str, list[str]]:
             [f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/mnist16.py {m}" for m in made])
 
 
+def load_records(folder: Path) -> dict:
+    """A study's records as one results file: the runs, their commits, their shared config."""
+    paths = sorted(folder.glob("*.json"))
+    if not paths:
+        raise SystemExit(f"no records in {folder}: `dvc repro {folder.parent}/dvc.yaml` runs the study first")
+    runs = [json.loads(q.read_text()) for q in paths]
+    configs = {(tuple(r["overrides"]), tuple(r["targets"])) for r in runs}
+    if len(configs) > 1:
+        raise SystemExit(f"the records in {folder} differ in config: {sorted(configs)}")
+    commits = sorted({r["commit"][:10] + (" + edits" if r.get("dirty") else "") for r in runs})
+    return {"study": folder.parent.name, "commit": ", ".join(commits), "machine": runs[0]["machine"],
+            "overrides": runs[0]["overrides"], "targets": runs[0]["targets"], "runs": runs}
+
+
 def command(fm: dict, tag: str) -> str:
+    if "study" in fm:
+        return f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen dvc repro pipelines/{fm['study']}/dvc.yaml"
     seeds = " ".join(str(r["seed"]) for r in fm["runs"])
     sets = "".join(f" --set {o}" for o in overrides(fm))
     jobs = f" --jobs {fm['jobs']}" if fm.get("jobs", 1) > 1 else ""
     # files written before "targets" was recorded: a run without anomaly scores stopped at evaluate
     targets = fm.get("targets", ["evaluate"] if not any(r.get("anomaly_metrics") for r in fm["runs"]) else [])
     target = "".join(f" --target {t}" for t in targets)
-    return (f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
+    return (f"LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python pipelines/full_mnist.py "
             f"--seeds {seeds}{sets}{target}{jobs} --tag {tag}")
 
 
@@ -173,6 +191,7 @@ def twins_figure(runs: list[dict], path: Path, title: str) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=Path, help="a study's records folder, pipelines/<study>/records")
     p.add_argument("--tag", action="append", help="full_mnist-<tag>.json; repeat to merge several runs' "
                    "seeds into one table (default: default)")
     p.add_argument("--no-readme", action="store_true", help="leave the README's table as it is")
@@ -181,8 +200,10 @@ def main() -> None:
     p.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md); "
                    "its figure goes beside it")
     a = p.parse_args()
-    tags = a.tag or ["default"]
+    tags = [] if a.records else a.tag or ["default"]
     files = []
+    if a.records:
+        files.append((a.records.parent.name, a.records, load_records(ROOT / a.records)))
     for tag in tags:
         path = RESULTS / f"full_mnist-{tag}.json"
         if not path.exists():
@@ -205,15 +226,16 @@ def main() -> None:
     title = "# Results" + (f": {', '.join(overrides(fm))}" if overrides(fm) else " of the default")
     about, data_name, make_data = dataset(fm)
     doc = [title, "",
-           "Written by bench/results.py from "
-           + ", ".join(f"`{pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
-           "`bench/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh clone",
+           "Written by pipelines/results.py from "
+           + ", ".join(f"`{pth if a.records else pth.relative_to(ROOT)}`" for _, pth, _ in files) + ", which",
+           "`pipelines/full_mnist.py` wrote: one `dvc repro` of the whole pipeline per seed in a fresh copy",
            f"({how}), on {fm['machine']}. Config: {cfg}. {about}",
            "", "```bash", *make_data,
            *(command(f, tag) for tag, _, f in files),
-           "uv run --frozen python bench/results.py " + " ".join(f"--tag {t}" for t in tags)
-           + (f" --times {a.times}" if a.times else "")
-           + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme"), "```", "",
+           *([] if a.records else
+             ["uv run --frozen python pipelines/results.py " + " ".join(f"--tag {t}" for t in tags)
+              + (f" --times {a.times}" if a.times else "")
+              + ("" if a.out == "docs/results.md" else f" --out {a.out} --no-readme")]), "```", "",
            f"## Every method, seeds {seeds}: mean [min, max]", "", *method_table(runs, overrides(fm)), "",
            "![each autoencoder method beside its raw twin](results_twins.png)", "",
            "Each autoencoder method is scored beside its raw twin, the same procedure on the pixels; the gain",
@@ -259,7 +281,18 @@ def main() -> None:
                  "each autoencoder method beside its raw twin"
                  + (" (whiskers: min..max over seeds)" if len(seeds) > 1 else ""))
     out.write_text("\n".join(doc) + "\n")
-    print(f"wrote {a.out} and {figure.name} beside it, from {', '.join(str(pth.relative_to(ROOT)) for _, pth, _ in files)}")
+    if a.records:  # the study's headline as a DVC metric: the exported method, its gain over its twin
+        import study
+
+        best = exported(runs)
+        twin = M.TWINS.get(best)
+        mean = lambda f: sum(map(f, runs)) / len(runs)  # noqa: E731
+        study.write_summary(ROOT / a.records.parent / "summary.json",
+                            acc=mean(lambda r: r["metrics"][best]["acc"]), nmi=mean(lambda r: r["metrics"][best]["nmi"]),
+                            **({"gain_acc": mean(lambda r: r["metrics"][best]["acc"] - r["metrics"][twin]["acc"]),
+                                "gain_nmi": mean(lambda r: r["metrics"][best]["nmi"] - r["metrics"][twin]["nmi"])}
+                               if twin else {}))
+    print(f"wrote {a.out} and {figure.name} beside it, from {', '.join(str(pth) for _, pth, _ in files)}")
     if a.no_readme:
         return
     readme = ROOT / "README.md"
@@ -269,7 +302,8 @@ def main() -> None:
     block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}, the default config: mean [min, max] "
              "([every figure, per seed, the commands and the stage times](docs/results.md)). Regenerate:",
              "", "```bash", *(command(f, tag) for tag, _, f in files), *([command(tfm, a.times)] if a.times else []),
-             "make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\"" if tags != ["default"] else ""),
+             *([] if a.records else ["make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\""
+                                                          if tags != ["default"] else "")]),
              "```", "", *method_table(runs, overrides(fm)), "",
              "![each autoencoder method beside its raw twin, over seeds](docs/results_twins.png)", END]
     readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: "\n".join(block), text, flags=re.S))
