@@ -3,7 +3,7 @@
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-.PHONY: uv repro demo demo-seeds tables test test-e2e test-slow params bench results benchmarks clean plots-template
+.PHONY: uv repro demo demo-seeds tables study test test-e2e test-slow params bench results benchmarks clean plots-template
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -21,25 +21,25 @@ DEMO := data=digits model=mlp finetune.views=1 train.min_steps=0
 demo: uv
 	$(RUN) latentlab $(DEMO)
 
-# The demo over seeds 0-4, two side by side (about 10 minutes): the README's demo figures are
-# this sweep's comparison (mean, std, [min, max] per method), printed at its end.
+# The demo over seeds 0-4, one after the other (about 8 minutes): the README's demo figures,
+# docs/results-demo.md (the study pipelines/demo; its records are in git).
 demo-seeds: uv
-	$(RUN) latentlab -m hydra/launcher=joblib hydra.launcher.n_jobs=2 $(DEMO) seed=0,1,2,3,4
+	$(RUN) dvc repro pipelines/demo/dvc.yaml
 
-# The README's own-data command on iris, wine and breast cancer, seeds 0-2, each a fresh clone
-# and `dvc exp run` (about 20 minutes): docs/tables.json and docs/results-tables.md.
+# The README's own-data command on iris, wine and breast cancer, seeds 0-2 (about 15 minutes):
+# docs/results-tables.md (the study pipelines/tables).
 tables: uv
-	$(RUN) python bench/tables.py
+	$(RUN) dvc repro pipelines/tables/dvc.yaml
 
-# docs/results.md and the README's results table from the full-MNIST benchmark's JSON
-# (`python bench/full_mnist.py --seeds 0 1 2 --tag default` writes it). RESULTS_TAGS names
-# the files when the seeds were run in parts, e.g. RESULTS_TAGS="--tag default --tag default-s12";
-# --times the run whose stage times are shown: one pipeline alone (`--seeds 0 --tag default-alone`),
-# e.g. RESULTS_TAGS="--tag default --times default-alone" (docs/results-alone.md is that alone run's page:
-# `python bench/results.py --tag default-alone --out docs/results-alone.md --no-readme`).
-RESULTS_TAGS ?= --tag default
+# Any study: `make study S=anomaly` (pipelines/README.md lists them; MNIST from ../shared/datasets
+# when it is there, else LATENTLAB_DATA_MIRROR or the internet).
+study: uv
+	$(RUN) dvc repro pipelines/$(S)/dvc.yaml
+
+# docs/results.md and the README's results table: the default's seeds 0-2 on full MNIST (hours; a
+# seed whose code and config did not change is not run again).
 results: uv
-	$(RUN) python bench/results.py $(RESULTS_TAGS)
+	$(RUN) dvc repro pipelines/default/dvc.yaml
 
 # `dvc plots show`'s page with the vega libraries inlined (.dvc/config: plots.html_template), so
 # that its plots render offline; committed, rebuilt only when DVC asks for other vega versions.
@@ -68,9 +68,10 @@ test-slow: uv
 params: uv
 	$(RUN) python -m latentlab.config
 
-# Full-MNIST benchmark of the default pipeline: stage times, peak memory, scores.
+# One `dvc repro` of the main job on full MNIST in a fresh copy: stage times, peak memory, scores
+# (bench/results/full_mnist.json, a look; the recorded figures are the studies').
 bench: uv
-	$(RUN) python bench/full_mnist.py
+	$(RUN) python pipelines/full_mnist.py
 
 # Every performance benchmark, one after the other (never two at once: they share 2 cores),
 # then BENCHMARKS.md rewritten from their results (about 75 minutes; MNIST from the
@@ -80,5 +81,5 @@ benchmarks: uv
 	$(RUN) python bench/fixes.py
 	$(RUN) python bench/startup.py
 	$(RUN) python bench/scaling.py
-	$(RUN) python bench/full_mnist.py --seeds 0 --change cluster.standardize=true --tag default
+	$(RUN) python pipelines/full_mnist.py --seeds 0 --change cluster.standardize=true --tag default
 	$(RUN) python bench/report.py

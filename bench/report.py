@@ -94,7 +94,7 @@ def main() -> None:
     if fm:
         run = fm["runs"][0]
         out += ["## Each DVC stage on full MNIST (70,000 images)", "",
-                "```bash", "LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python bench/full_mnist.py "
+                "```bash", "LATENTLAB_DATA_MIRROR=../shared/datasets uv run --frozen python pipelines/full_mnist.py "
                 + " ".join(["--seeds", str(run["seed"])] if run["seed"] is not None else [])
                 + (" --change " + " --change ".join(run["change"]["overrides"]) if "change" in run else "")
                 + " --tag default", "```", "",

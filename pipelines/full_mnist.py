@@ -41,7 +41,7 @@ THREADS: dict[str, str] = {}  # --jobs: each side-by-side pipeline's share of th
 def dvc(repo: Path, *args: str) -> tuple[str, float]:
     # The clone's own code, not the editable install of this working tree.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src"),
-           **THREADS}
+           **({"LATENTLAB_DATA_MIRROR": study.mirror()} if study.mirror() else {}), **THREADS}
     env.pop("MLFLOW_TRACKING_URI", None)  # the clone's own store
     t = time.perf_counter()
     r = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)

@@ -301,7 +301,10 @@ def main() -> None:
         raise SystemExit(f"README.md has no {START} ... {END} block to rewrite")
     block = [START, f"Full MNIST, seeds {', '.join(map(str, seeds))}, the default config: mean [min, max] "
              "([every figure, per seed, the commands and the stage times](docs/results.md)). Regenerate:",
-             "", "```bash", *(command(f, tag) for tag, _, f in files), *([command(tfm, a.times)] if a.times else []),
+             "", "```bash",
+             *(["make results    # = dvc repro pipelines/default/dvc.yaml: seeds 0-2, one at a time, then this table"]
+               if a.records else [command(f, tag) for tag, _, f in files]),
+             *([command(tfm, a.times)] if a.times else []),
              *([] if a.records else ["make results" + (f" RESULTS_TAGS=\"{' '.join(f'--tag {t}' for t in tags)}\""
                                                           if tags != ["default"] else "")]),
              "```", "", *method_table(runs, overrides(fm)), "",

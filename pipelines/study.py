@@ -55,7 +55,7 @@ def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> 
     src/ importable; returns its wall time. A failure stops the study with the command's
     output tail."""
     full = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd / "src"),
-            **(env or {})}
+            **({"LATENTLAB_DATA_MIRROR": mirror()} if mirror() else {}), **(env or {})}
     full.pop("MLFLOW_TRACKING_URI", None)  # the copy's own store, never the user's
     t = time.perf_counter()
     r = subprocess.run(list(cmd), cwd=cwd, env=full, capture_output=True, text=True)
@@ -63,6 +63,15 @@ def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> 
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} exited {r.returncode} in {cwd}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return seconds
+
+
+def mirror() -> str:
+    """Where the copy reads MNIST from: LATENTLAB_DATA_MIRROR when set, else the project's
+    ../shared/datasets when it exists (this machine's offline mirror), else the internet."""
+    if os.environ.get("LATENTLAB_DATA_MIRROR"):
+        return os.environ["LATENTLAB_DATA_MIRROR"]
+    local = ROOT.parent / "shared" / "datasets"
+    return str(local) if local.is_dir() else ""
 
 
 def write_record(path: str | Path, record: Mapping) -> None:

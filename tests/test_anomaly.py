@@ -214,11 +214,18 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     line = anomaly_train(cfg, data, tmp_path / "model.yaml", model, hist)
     assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
     assert ": 3 epochs on " in line  # anomaly.max_epochs, not the clustering's train.max_epochs (5 in TINY)
-    anomaly_score(cfg, data, model, scores)
+    anomaly_score(cfg, data, model, scores, tmp_path / "rows.csv")
     with np.load(scores) as s:
         # 9s are the anomalies; the threshold flags ~10% of validation normals
         assert (s["is_anomaly"] == (s["y"] == 9)).all() and len(s["y"]) == 500
         assert 0.05 < (s["val_scores"] > s["threshold"]).mean() <= 0.12
+        # the per-row table a user acts on: every test image, its score, whether it is flagged, its class
+        import pandas as pd
+
+        rows = pd.read_csv(tmp_path / "rows.csv", dtype={"id": str, "label": str})
+        assert list(rows.columns) == ["id", "anomaly_score", "flagged", "label", "is_anomaly"] and len(rows) == 500
+        assert np.allclose(rows["anomaly_score"], s["scores"]) and (rows["flagged"] == (s["scores"] > s["threshold"])).all()
+        assert (rows["is_anomaly"] == (rows["label"] == "9")).all()
     anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/scores",
                      tmp_path / "e/plots", tmp_path / "e")
     m = json.loads((tmp_path / "e/metrics.json").read_text())
@@ -226,14 +233,59 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     expected = round(m["n_fit"] / 0.9 * 0.05)  # 5% of the pool (fit + validation) is leaked anomalies
     assert abs(m["n_contaminated"] - expected) <= 2 and "unbalanced" not in m
     rows = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "e/scores").iterdir()}  # DVC's metrics
-    assert list(rows) == ["test"] and rows["test"]["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4)
+    assert set(rows) == {"test", "raw_knn", "raw_lof", "raw_iforest"}
+    assert rows["test"]["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4)
     assert rows["test"]["false_positive_rate"] == pytest.approx(m["test_false_positives"]["rate"], abs=1e-4)
+    # the raw twins: scored on the same 500 test images, the gain is over the best of them
+    best = max(m["raw"][n]["auroc"] for n in ("raw_knn", "raw_lof", "raw_iforest"))
+    assert m["over_raw"]["auroc"]["gain"] == pytest.approx(m["test"]["auroc"] - best)
+    assert rows["test"]["gain_auroc"] == pytest.approx(m["test"]["auroc"] - best, abs=1e-4)
+    # (with 5% of the training pool 9s, the pixels' neighbours of a test 9 are often 9s: no bound on the twins)
+    assert all(0.0 <= m["raw"][n][k] <= 1.0 for n in m["raw"] for k in ("auroc", "auprc")), m["raw"]
+    fp = m["test_false_positives"]
+    assert fp["interval95"][0] <= fp["rate"] <= fp["interval95"][1] and fp["target"] == pytest.approx(0.10)
+    assert fp["validation_normals"] == round((m["n_fit"] + fp["validation_normals"]) * 0.1)
+    assert fp["promise"] == f"within 2x of the target: {fp['rate'] <= 2 * fp['target']}"  # >= 100 validation normals
     import mlflow
 
     run = mlflow.MlflowClient().search_runs(
         [mlflow.MlflowClient().get_experiment_by_name("latentlab-anomaly").experiment_id])[0]
     assert run.info.run_name == "repro-mnist-mlp-d10-leftout9-seed0"  # a stage's run, as DVC's
     assert run.data.params["anomaly.train_contamination"] == "0.05"
+    assert run.data.metrics["raw_lof/auroc"] == pytest.approx(m["raw"]["raw_lof"]["auroc"], abs=1e-4)
+    assert run.data.metrics["test/false_positive_rate_high"] >= run.data.metrics["test/false_positive_rate"]
+
+
+def test_raw_twins_fit_on_normal_samples_only_and_separate_shifted_anomalies():
+    from latentlab.anomaly import raw_scores
+
+    rng = np.random.default_rng(0)
+    fit = rng.normal(size=(300, 6))
+    test = np.vstack([rng.normal(size=(200, 6)), rng.normal(size=(20, 6)) + 4.0])
+    y = np.r_[np.zeros(200), np.ones(20)]
+    from sklearn.metrics import roc_auc_score
+
+    s = raw_scores(fit, test, k=5, seed=0)
+    assert set(s) == {"raw_knn", "raw_lof", "raw_iforest"}
+    assert all(roc_auc_score(y, v) > 0.95 for v in s.values()), {n: roc_auc_score(y, v) for n, v in s.items()}
+    # the test rows play no part in the fit: scoring them alone gives the same numbers
+    alone = raw_scores(fit, test[-20:], k=5, seed=0)
+    assert np.allclose(alone["raw_knn"], s["raw_knn"][-20:]) and np.allclose(alone["raw_lof"], s["raw_lof"][-20:])
+    # images: a PCA of the pixels fitted on the normal images
+    imgs = rng.integers(0, 40, size=(120, 1, 8, 8), dtype=np.uint8)
+    odd = imgs[:10].copy()
+    odd[:, :, 2:6, 2:6] = 255
+    si = raw_scores(imgs[:100], np.concatenate([imgs[100:], odd]), k=5, seed=0)
+    assert all(roc_auc_score(np.r_[np.zeros(20), np.ones(10)], v) > 0.95 for v in si.values())
+
+
+def test_the_false_positive_interval_is_clopper_pearson():
+    from latentlab.anomaly import fpr_interval
+
+    lo, hi = fpr_interval(0, 100)
+    assert lo == 0.0 and hi == pytest.approx(0.0362, abs=1e-4)  # the "rule of three" region: 3.7/n
+    lo, hi = fpr_interval(10, 1000)
+    assert lo == pytest.approx(0.0048, abs=2e-4) and hi == pytest.approx(0.0183, abs=2e-4)
 
 
 @pytest.mark.parametrize("shape", [(64, 1, 28, 28), (16, 3, 20, 24)])

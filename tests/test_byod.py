@@ -43,9 +43,9 @@ def test_dvc_repro_on_a_csv_without_labels(wine):
     src = pd.read_csv(repo / "examples/wine.csv")
     # one row per input row, in the file's order, with its cluster, latents and anomaly score
     assert table["id"].tolist() == src["wine"].tolist()
-    assert list(table.columns) == ["id", "cluster", "z0", "z1", "z2", "z3", "anomaly_score", "is_anomaly"]
+    assert list(table.columns) == ["id", "cluster", "z0", "z1", "z2", "z3", "recon_error", "recon_outlier"]
     assert table["cluster"].nunique() == 3  # silhouette picks the three cultivars' k
-    assert table["is_anomaly"].sum() == pytest.approx(0.01 * len(table), abs=2)
+    assert table["recon_outlier"].sum() == pytest.approx(0.01 * len(table), abs=2)
     m = json.loads((repo / "outputs/evaluate/metrics.json").read_text())
     assert m["labelled"] is False and "acc" not in m["autoencoder_selflabel"]
     assert set(m["autoencoder_selflabel"]) >= {"silhouette", "davies_bouldin", "calinski_harabasz"}
@@ -81,7 +81,7 @@ def test_predict_reproduces_the_pipeline_assignments(wine):
         assert json.loads((repo / "outputs/export/summary.json").read_text())["method"] == method
         new = _predict(repo, env, f"{method}.parquet")
         assert new["id"].tolist() == mine["id"].tolist()
-        assert (new["cluster"] == mine["cluster"]).all() and (new["is_anomaly"] == mine["is_anomaly"]).all(), method
+        assert (new["cluster"] == mine["cluster"]).all() and (new["recon_outlier"] == mine["recon_outlier"]).all(), method
         pd.testing.assert_frame_equal(new.filter(like="z"), mine.filter(like="z"), check_dtype=False, rtol=1e-5)
     # new data with a column missing: a clear error, no output
     pd.read_csv(repo / "examples/wine.csv").drop(columns=["proline"]).to_csv(repo / "short.csv", index=False)

@@ -148,6 +148,8 @@ def test_an_override_the_anomaly_task_would_ignore_is_refused(override, says):
     check_overrides(compose([override]), [override])
     check_overrides(cfg, ["task=anomaly", "anomaly.latent_dim=5", "anomaly.model.hidden=[64]",
                           "model@anomaly.model=conv"])
+    # the README's table command names model=mlp, which is what the anomaly branch trains anyway
+    check_overrides(compose(["task=anomaly", "model=mlp"]), ["task=anomaly", "model=mlp"])
 
 
 def test_both_anomaly_protocols_compose():
@@ -175,7 +177,7 @@ def test_too_few_normal_images_skip_the_branch_with_the_fix_named(tmp_path, tiny
     why = r"only \d+ normal training images \(classes \[0\]\); at least 64 .* anomaly=unsupervised"
     said = anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
     assert re.search(f"anomaly branch skipped: {why}", said)
-    said = anomaly_score(cfg, data, tmp_path / "model.pt", tmp_path / "scores.npz")
+    said = anomaly_score(cfg, data, tmp_path / "model.pt", tmp_path / "scores.npz", tmp_path / "rows.csv")
     assert re.search(why, said)
     out = tmp_path / "evaluate"
     said = anomaly_evaluate(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv", tmp_path / "scores.npz",

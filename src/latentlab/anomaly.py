@@ -341,7 +341,7 @@ def make_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
 
 def error_for(error: str, images: bool) -> str:
     """The reconstruction error ``anomaly.error`` names for this data: ``auto`` is ssim on
-    images (the best of bench/anomaly.py on one-class MNIST) and mse on feature vectors.
+    images (the best of the anomaly study, pipelines/anomaly, on one-class MNIST) and mse on feature vectors.
     An image-only measure on vectors is refused, naming the value."""
     if error == "auto":
         return "ssim" if images else "mse"
@@ -363,10 +363,24 @@ def split_for(a: Mapping[str, Any], seed: int, ds: Any) -> AnomalySplit:
     training when the classes cannot apply to this data, TooLittleData when the data
     cannot support the protocol."""
     plan = plan_for(a, ds)
-    return make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=plan.protocol, classes=plan.classes,
-                      anomaly_fraction=None, train_contamination=a["train_contamination"],
-                      val_fraction=a["val_fraction"], seed=seed,
-                      noun=sample_noun(ds.meta.get("dataset", ""), ds.is_images))
+    split = make_split(ds.x_train, ds.y_train, ds.x_test, ds.y_test, protocol=plan.protocol, classes=plan.classes,
+                       anomaly_fraction=None, train_contamination=a["train_contamination"],
+                       val_fraction=a["val_fraction"], seed=seed,
+                       noun=sample_noun(ds.meta.get("dataset", ""), ds.is_images))
+    return split if ds.is_images else standardised_on_normals(split)
+
+
+def standardised_on_normals(split: AnomalySplit) -> AnomalySplit:
+    """Feature vectors z-scored on the samples the autoencoder fits (the normal ones), not on the
+    whole training split (whose anomalies would set the scale the normal rows are measured in).
+    The data's own scaler came first; this is an affine map on top of it."""
+    center = split.x_fit.mean(0, dtype=np.float64)
+    scale = split.x_fit.std(0, dtype=np.float64)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = lambda x: ((x - center) / scale).astype(np.float32)  # noqa: E731
+    return AnomalySplit(x_fit=z(split.x_fit), x_val=z(split.x_val), x_test=z(split.x_test), is_anomaly=split.is_anomaly,
+                        y_test=split.y_test, normal_classes=split.normal_classes,
+                        n_contaminated=split.n_contaminated)
 
 
 def write_skipped(path: Any, reason: str) -> None:
@@ -390,6 +404,53 @@ def skipped_reason(path: Any) -> str | None:
             return str(z["skipped"]) if "skipped" in z.files else None
     except (OSError, ValueError):  # a torch checkpoint, not the marker
         return None
+
+
+# Images reach the raw detectors as a PCA of their pixels (as the published pixel baselines do).
+RAW_PCA_COMPONENTS = 50
+LOF_NEIGHBORS = 20  # scikit-learn's and PyOD's default
+
+
+def _raw_view(x: np.ndarray, pca: Any) -> np.ndarray:
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    return flat if pca is None else pca.transform(flat / 255.0)
+
+
+def raw_scores(x_fit: np.ndarray, x_score: np.ndarray, *, k: int, seed: int) -> dict[str, np.ndarray]:
+    """The anomaly scores of the raw twins (``metric_names.RAW_DETECTORS``), higher = more anomalous:
+    each fitted on the normal samples ``x_fit`` alone and scored on ``x_score``, on the same
+    inputs: feature vectors z-scored on the normal samples; images (N, C, H, W) as a
+    ``RAW_PCA_COMPONENTS``-component PCA of their pixels fitted on the normal samples, z-scored.
+    kNN: the mean distance to the ``k`` nearest normal samples (``anomaly.k``, the autoencoder
+    score's own k); LOF with 20 neighbours (novelty mode); isolation forest, seeded."""
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import LocalOutlierFactor
+
+    from latentlab import metric_names as M
+
+    pca = None
+    if x_fit.ndim == 4:
+        n = min(RAW_PCA_COMPONENTS, len(x_fit) - 1, int(np.prod(x_fit.shape[1:])))
+        pca = PCA(n_components=n, random_state=seed).fit(x_fit.reshape(len(x_fit), -1).astype(np.float64) / 255.0)
+    f0 = _raw_view(x_fit, pca)
+    center, scale = f0.mean(0), f0.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    fit, score = (f0 - center) / scale, (_raw_view(x_score, pca) - center) / scale
+    kk = min(k, len(fit) - 1)
+    d, _ = NearestNeighbors(n_neighbors=kk).fit(fit).kneighbors(score)
+    lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBORS, len(fit) - 1), novelty=True).fit(fit)
+    forest = IsolationForest(random_state=seed).fit(fit)
+    return {M.RAW_KNN: d.mean(1), M.RAW_LOF: -lof.score_samples(score), M.RAW_IFOREST: -forest.score_samples(score)}
+
+
+def fpr_interval(flagged: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of a false-positive rate: ``flagged`` of ``n`` normal
+    samples above the threshold."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(flagged, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def scorer_for(a: Mapping[str, Any]) -> AnomalyScorer:

@@ -383,6 +383,8 @@ def check_overrides(cfg: Mapping[str, Any], overrides: list[str]) -> None:
     own = cfg["anomaly"].get("latent_dim")
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0]
+        if key == "model" and o.split("=", 1)[-1] == arch:
+            continue  # the README's table command (model=mlp) names what the anomaly branch trains anyway
         if key == "model" or key.startswith("model."):
             if key == "model.latent_dim" and own is not None:
                 hint = (f"anomaly.latent_dim={own}; override anomaly.latent_dim instead (null: follow "

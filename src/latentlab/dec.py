@@ -21,7 +21,7 @@ the clusters already show, and from a fresh CNN's it collapsed (0.13 ACC on 2,00
 From the pixels' PCA it collapses too (full MNIST, dev seed 100, k-means start 0.533:
 0.226 after 6000 steps), and giving it the PCA's own decoder and reconstruction term
 (``linear_decoder``: a linear autoencoder) does not hold it (gamma 0.1: 0.224, gamma 1:
-0.220; at a tenth of the learning rate 0.300; bench/calibrate.py raw_dec). So the twin
+0.220; at a tenth of the learning rate 0.300; pipelines/calibrate.py raw_dec). So the twin
 keeps no decoder: what holds DEC is the autoencoder's code, which is the comparison.
 
 Shapes: images uint8 (N, C, H, W) or vectors float (N, D); labels int (N,).
@@ -115,7 +115,7 @@ def fit(encoder: nn.Module, x: np.ndarray, init: np.ndarray, *, decoder: nn.Modu
     rotated / shifted by ``augment`` (images only), for at most ``steps`` batches, stopping
     early once fewer than ``tol`` of the labels change between two target updates.
     ``encoder`` and ``decoder`` are trained in place. ``on_update(step, labels)`` is called
-    at every target update (bench/calibrate.py scores them)."""
+    at every target update (pipelines/calibrate.py scores them)."""
     init = np.asarray(init, dtype=np.int64)
     if len(init) != len(x):
         raise ConfigError(f"{len(x)} samples but {len(init)} cluster assignments: re-run the cluster stage")

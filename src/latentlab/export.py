@@ -4,10 +4,11 @@ The table (CSV or Parquet) has the sample's ``id``, its ``cluster`` (by ``export
 default's best autoencoder method, ``autoencoder_selflabel`` (the encoder trained on its own
 clusters), or ``autoencoder_dec`` (the k-means preset's)), its latent coordinates ``z0..z{d-1}``
 (the autoencoder's code as trained, before either method trained its encoder further), its
-``anomaly_score`` (the clustering autoencoder's reconstruction MSE: high = unlike the
-data it learnt) and ``is_anomaly`` (the score above the threshold that flags
+``recon_error`` (the clustering autoencoder's reconstruction MSE: high = unlike the data it
+learnt) and ``recon_outlier`` (that error above the threshold that flags
 ``export.contamination`` of the fitted samples: the stated contamination assumption),
-and its ``label`` when the data has labels.
+and its ``label`` when the data has labels. The anomaly branch's own detector, trained on
+normal samples only, writes its table beside it (outputs/anomaly/rows.csv).
 
 ``predict`` applies a trained pipeline to a new file read exactly as the training file
 was (the same columns, the stored scaling): on the training rows it reproduces the
@@ -46,8 +47,8 @@ def table(ids: np.ndarray, clusters: np.ndarray, z: np.ndarray, score: np.ndarra
     df = pd.DataFrame({"id": ids, "cluster": clusters.astype(np.int64)})
     for j in range(z.shape[1]):
         df[f"z{j}"] = z[:, j].astype(np.float32)
-    df["anomaly_score"] = score.astype(np.float64)
-    df["is_anomaly"] = score > thr
+    df["recon_error"] = score.astype(np.float64)
+    df["recon_outlier"] = score > thr
     if labels is not None:
         df["label"] = labels
     return df
@@ -195,4 +196,4 @@ def predict(input_path: Path, out: Path, run: Run) -> str:
     df = table(ids, clusters, z, mse, info["threshold"])
     write(df, Path(out))
     return (f"wrote {out}: {len(df)} rows, {df['cluster'].nunique()} {method} clusters, "
-            f"{int(df['is_anomaly'].sum())} flagged as anomalies (threshold {info['threshold']:.4g})")
+            f"{int(df['recon_outlier'].sum())} with a reconstruction error above the threshold {info['threshold']:.4g}")

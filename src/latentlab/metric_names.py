@@ -39,3 +39,9 @@ def is_raw(method: str) -> bool:
 def recon_loss(stage: str) -> str:
     """The logged name of the reconstruction loss for a stage: train, val or test."""
     return f"{stage}/{RECON_LOSS}"
+
+# The anomaly branch's raw twins: standard detectors on the same normal rows, no autoencoder
+RAW_KNN = "raw_knn"                          # mean distance to the k nearest normal samples (standardised inputs)
+RAW_LOF = "raw_lof"                          # local outlier factor (novelty mode) on the same inputs
+RAW_IFOREST = "raw_iforest"                  # isolation forest on the same inputs
+RAW_DETECTORS = (RAW_KNN, RAW_LOF, RAW_IFOREST)

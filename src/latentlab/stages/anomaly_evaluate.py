@@ -9,18 +9,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import precision_recall_curve, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from latentlab import history as history_file
 from latentlab import metric_names as M
 from latentlab import models, plots, tracking
-from latentlab.anomaly import (UNKNOWN, anomaly_metrics, error_for, plan_for, skipped_reason, split_for,
-                              unbalanced_indices, unbalanced_metrics)
+from latentlab.anomaly import (UNKNOWN, anomaly_metrics, error_for, fpr_interval, plan_for, skipped_reason,
+                              split_for, unbalanced_indices, unbalanced_metrics)
 from latentlab.data import Prepared
 from latentlab.errors import LatentlabError
 from latentlab.files import atomic_dir, write_csv, write_json
 from latentlab.models import to_float
 from latentlab.stages.common import main
+
+
+MIN_VAL_NORMALS = 100  # below this, the threshold's false-positive rate is not promised
+
+
+def ds_noun(ds: Any) -> str:
+    from latentlab.config import sample_noun
+
+    return sample_noun(ds.meta.get("dataset", ""), ds.is_images)
 
 
 def _curve_rows(x: np.ndarray, y: np.ndarray, names: tuple[str, str], n: int = 400) -> list[dict[str, float]]:
@@ -46,6 +55,8 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     with np.load(scores) as f:
         s, val_s, is_anom, y = f["scores"], f["val_scores"], f["is_anomaly"], f["y"]
         thr, recon_error = float(f["threshold"]), f["recon_error"]
+        raw = {n: f[n] for n in M.RAW_DETECTORS if n in f.files}
+        n_val = int(f["n_val"]) if "n_val" in f.files else len(val_s)
     ds = Prepared.load(data)
     split = split_for(a, cfg["seed"], ds)
     plan = plan_for(a, ds)
@@ -71,9 +82,16 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         full = anomaly_metrics(is_anom, s, thr, fpr=a["recall_at_fpr"])
         normal = s[is_anom == 0]
         # what the threshold did to the normal test images (false positives), beside what it aimed at
-        result["test_false_positives"] = {"flagged": int((normal > thr).sum()), "of": int(len(normal)),
-                                          "rate": float((normal > thr).mean()),
-                                          "target": a["target_fpr"] if a["threshold"] == "fpr" else None}
+        flagged = int((normal > thr).sum())
+        target = a["target_fpr"] if a["threshold"] == "fpr" else 1.0 - a["percentile"] / 100.0
+        result["test_false_positives"] = {
+            "flagged": flagged, "of": int(len(normal)), "rate": flagged / len(normal),
+            "interval95": list(fpr_interval(flagged, len(normal))), "target": target,
+            "validation_normals": n_val,
+            # a quantile of fewer than 100 validation normals cannot hold a 1% target to 2x
+            "promise": (f"within 2x of the target: {flagged / len(normal) <= 2 * target}" if n_val >= MIN_VAL_NORMALS
+                        else f"none: the threshold was set on {n_val} validation normals (at least "
+                             f"{MIN_VAL_NORMALS} are needed to hold the target)")}
         result.update(test={k: v for k, v in vars(full).items() if k != "fpr"},
                       test_recon_error={"normal": float(recon_error[is_anom == 0].mean()),
                                         "anomaly": float(recon_error[is_anom == 1].mean())})
@@ -88,6 +106,18 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
                 i = unbalanced_indices(is_anom, a["anomaly_fraction"], rng)
                 draws.append((is_anom[i], s[i]))
             pr_on = draws[0]
+        if raw:  # the raw twins, scored on the same test samples and the same draws
+            result["raw"] = {}
+            for n, r in raw.items():
+                row = {"auroc": float(roc_auc_score(is_anom, r)), "auprc": float(average_precision_score(is_anom, r))}
+                if draws:
+                    rng = np.random.default_rng(cfg["seed"])
+                    idx = [unbalanced_indices(is_anom, a["anomaly_fraction"], rng) for _ in range(a["draws"])]
+                    row["unbalanced_auprc"] = float(np.mean([average_precision_score(is_anom[i], r[i]) for i in idx]))
+                result["raw"][n] = row
+            result["over_raw"] = {k: {"gain": result["test"][k] - max(v[k] for v in result["raw"].values()),
+                                      "best_raw": max(result["raw"], key=lambda n: result["raw"][n][k])}
+                                  for k in ("auroc", "auprc")}
         fpr, tpr, _ = roc_curve(is_anom, s)
         roc_rows = _curve_rows(fpr, tpr, ("fpr", "tpr"))
         prec, rec, _ = precision_recall_curve(*pr_on)
@@ -133,7 +163,13 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
     if known:
         flat.update({f"test/{k}": v for k, v in result["test"].items()})
         flat.update({f"unbalanced/{k}": v for k, v in result.get("unbalanced", {}).items()})
-        flat["test/false_positive_rate"] = result["test_false_positives"]["rate"]
+        fp = result["test_false_positives"]
+        flat.update({"test/false_positive_rate": fp["rate"], "test/false_positive_rate_low": fp["interval95"][0],
+                     "test/false_positive_rate_high": fp["interval95"][1], "test/fpr_target": fp["target"]})
+        for n, row in result.get("raw", {}).items():
+            flat.update({f"{n}/{k}": v for k, v in row.items()})
+        for k, v in result.get("over_raw", {}).items():
+            flat[f"over_raw/{k}"] = v["gain"]
     tags = {"dataset": cfg["data"]["name"], "dataset_sha256": ds.meta.get("sha256", "unknown"),
             "anomaly.protocol": plan.protocol, "training.stalled": str(result["train"]["stalled"]).lower()}
     if known:
@@ -148,7 +184,13 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
         return (f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {stall}no labels; the threshold flags "
                 f"{result['test_flagged']:.1%} of {len(s)} test samples | {where}")
     ub = result.get("unbalanced")
+    fp = result["test_false_positives"]
+    vs = result.get("over_raw")
     summary = (f"test AUROC {full.auroc:.3f} AUPRC {full.auprc:.3f}"
+               + (f" ({vs['auroc']['gain']:+.3f} / {vs['auprc']['gain']:+.3f} over the best raw twin, "
+                  f"{vs['auroc']['best_raw']} / {vs['auprc']['best_raw']})" if vs else "")
+               + f" | false positives {fp['rate']:.1%} [{fp['interval95'][0]:.1%}, {fp['interval95'][1]:.1%}] of "
+                 f"normal test {ds_noun(ds)} (target {fp['target']:.1%}; promise: {fp['promise']})"
                + (f" | {a['anomaly_fraction']:.0%} anomalies: AUPRC {ub['auprc']:.3f} ± {ub['auprc_std']:.3f}, "
                   f"F1 {ub['f1']:.3f} ± {ub['f1_std']:.3f} over {ub['draws']} draws" if ub else ""))
     return f"wrote {metrics_out} and {len(figures)} figures in {plots_dir}: {stall}{summary} | {where}"
@@ -176,8 +218,10 @@ def headline(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     rows = {"test": {k: round(result["test"][k], 4) for k in pick}}
     fp = result["test_false_positives"]
     rows["test"]["false_positive_rate"] = round(fp["rate"], 4)
-    if fp["target"] is not None:  # threshold: fpr
-        rows["test"]["fpr_target"] = fp["target"]
+    rows["test"]["fpr_target"] = round(fp["target"], 4)
+    if "over_raw" in result:  # the autoencoder score over the best raw twin, and the twins' own rows
+        rows["test"].update({f"gain_{k}": round(v["gain"], 4) for k, v in result["over_raw"].items()})
+        rows.update({n: {k: round(v[k], 4) for k in ("auroc", "auprc")} for n, v in result["raw"].items()})
     if "unbalanced" in result:
         rows["unbalanced"] = {k: round(result["unbalanced"][k], 4) for k in pick}
     return rows

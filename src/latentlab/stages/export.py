@@ -50,11 +50,11 @@ def export(cfg: Mapping[str, Any], data: Path, latents: Path, assignments: Path,
     meta = {k: ds.meta[k] for k in ("dataset", "columns", "dropped_columns", "scaler", "classes", "image_shape")
             if k in ds.meta}
     summary = {"method": method, "rows": len(df), "clusters": int(df["cluster"].nunique()), "threshold": thr,
-               "contamination": cfg["export"]["contamination"], "flagged": int(df["is_anomaly"].sum()),
+               "contamination": cfg["export"]["contamination"], "flagged": int(df["recon_outlier"].sum()),
                "data": {k: v for k, v in cfg["data"].items() if k not in ("mirror", "cache")}, "meta": meta}
     write_json(summary_out, summary)
     return (f"wrote {out} and {summary_out}: {summary['rows']} rows in {summary['clusters']} {method} clusters, "
-            f"{summary['flagged']} above the anomaly threshold {thr:.4g}")
+            f"{summary['flagged']} with a reconstruction error above {thr:.4g} (recon_outlier)")
 
 
 if __name__ == "__main__":  # DVC: python -m latentlab.stages.export --help
