@@ -32,9 +32,9 @@ tables: uv
 	$(RUN) dvc repro pipelines/tables/dvc.yaml
 
 # Any study: `make study S=anomaly` (pipelines/README.md lists them; MNIST from ../shared/datasets
-# when it is there, else LATENTLAB_DATA_MIRROR or the internet).
+# when it is there, else LATENTLAB_DATA_MIRROR or the internet). The bench group adds PyOD (pyod study).
 study: uv
-	$(RUN) dvc repro pipelines/$(S)/dvc.yaml
+	$(UV) run --frozen --group bench dvc repro pipelines/$(S)/dvc.yaml
 
 # docs/results.md and the README's results table: the default's seeds 0-2 on full MNIST (hours; a
 # seed whose code and config did not change is not run again).

@@ -29,9 +29,17 @@ def git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
+# What the studies write themselves: their records, summaries, locks and pages are not edits of the code
+OWN_OUTPUTS = [":(exclude,glob)pipelines/*/records/**", ":(exclude,glob)pipelines/*/summary*",
+               ":(exclude,glob)pipelines/*/summary/**", ":(exclude,glob)pipelines/*/dvc.lock", ":(exclude)docs",
+               ":(exclude)README.md"]
+
+
 def provenance() -> dict:
-    """The commit the copy is made from, whether the tree differs from it, and the machine."""
-    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(git("status", "--porcelain").strip()),
+    """The commit the copy is made from, whether the tree differs from it (the studies' own
+    outputs aside), and the machine."""
+    edits = git("status", "--porcelain", "--untracked-files=all", "--", ".", *OWN_OUTPUTS).strip()
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(edits),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
 
 

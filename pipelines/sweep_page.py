@@ -61,7 +61,7 @@ def page(rows: list[dict], title: str, figure: Path) -> list[str]:
 def draw(groups: dict[str, list[dict]], methods: list[str], path: Path, title: str) -> None:
     from latentlab.plots import plt, save_figure
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(methods) / 3), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(methods) / 3), 4.6))
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
         vals = [[r["metrics"][m]["acc"] for r in rs] for rs in groups.values()]
@@ -73,7 +73,7 @@ def draw(groups: dict[str, list[dict]], methods: list[str], path: Path, title: s
     ax.set_ylabel("ACC (bars: min..max over seeds)")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.set_title(title)
     save_figure(fig, path)
 

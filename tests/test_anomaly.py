@@ -214,7 +214,7 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     line = anomaly_train(cfg, data, tmp_path / "model.yaml", model, hist)
     assert "classes [0, 1, 2, 3, 4, 5, 6, 7, 8]" in line and "of them anomalies" in line
     assert ": 3 epochs on " in line  # anomaly.max_epochs, not the clustering's train.max_epochs (5 in TINY)
-    anomaly_score(cfg, data, model, scores, tmp_path / "rows.csv")
+    anomaly_score(cfg, data, model, scores, tmp_path / "rows.csv", tmp_path / "detector.pkl")
     with np.load(scores) as s:
         # 9s are the anomalies; the threshold flags ~10% of validation normals
         assert (s["is_anomaly"] == (s["y"] == 9)).all() and len(s["y"]) == 500
@@ -226,6 +226,19 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
         assert list(rows.columns) == ["id", "anomaly_score", "flagged", "label", "is_anomaly"] and len(rows) == 500
         assert np.allclose(rows["anomaly_score"], s["scores"]) and (rows["flagged"] == (s["scores"] > s["threshold"])).all()
         assert (rows["is_anomaly"] == (rows["label"] == "9")).all()
+    # `latentlab predict` applies the same detector (scorer, threshold) to new images: the test
+    # split's first 20, given as a user's .npy, score as the stage scored them
+    from latentlab import export
+    from latentlab.data import Prepared
+
+    np.save(tmp_path / "new.npy", Prepared.load(data).x_test[:20, 0])
+    nowhere = tmp_path / "no-clustering"
+    said = export.predict(tmp_path / "new.npy", tmp_path / "new.csv",
+                          export.Run(nowhere / "summary.json", nowhere, nowhere, nowhere, model, tmp_path / "detector.pkl"))
+    new = pd.read_csv(tmp_path / "new.csv")
+    assert list(new.columns) == ["id", "anomaly_score", "anomaly_flagged"] and "flagged by the anomaly branch" in said
+    assert np.allclose(new["anomaly_score"], rows["anomaly_score"][:20], atol=1e-6)
+    assert (new["anomaly_flagged"] == rows["flagged"][:20]).all()
     anomaly_evaluate(cfg, data, model, hist, scores, tmp_path / "e/metrics.json", tmp_path / "e/scores",
                      tmp_path / "e/plots", tmp_path / "e")
     m = json.loads((tmp_path / "e/metrics.json").read_text())
@@ -300,3 +313,22 @@ def test_ssim_gives_the_numbers_of_torchmetrics(shape):
     want = reference(b, a, data_range=1.0, reduction="none")
     assert torch.allclose(ssim(b, a), want, atol=1e-5)
     assert torch.allclose(ssim(a, a), torch.ones(shape[0]), atol=1e-6)
+
+
+def test_the_conformal_threshold_holds_its_rate_where_a_quantile_of_few_normals_overshoots():
+    """Over many draws of n held-out normals, the share of fresh normals flagged averages at most
+    the target (split conformal), where np.percentile's interpolated quantile flags more."""
+    from latentlab.anomaly import conformal_threshold
+
+    rng = np.random.default_rng(0)
+    fresh = np.sort(rng.normal(size=200_000))
+    rate = lambda t: 1.0 - np.searchsorted(fresh, t, side="right") / len(fresh)  # noqa: E731
+    for n in (14, 100, 600):
+        conf, interp = [], []
+        for _ in range(400):
+            val = rng.normal(size=n)
+            conf.append(rate(conformal_threshold(val, 0.01)))
+            interp.append(rate(np.percentile(val, 99.0)))
+        assert np.mean(conf) <= 0.0105 + (0.06 if n < 99 else 0.0), (n, np.mean(conf))  # n < 99: the max, no promise
+        assert np.mean(conf) <= np.mean(interp), (n, np.mean(conf), np.mean(interp))
+    assert conformal_threshold(np.arange(100.0), 0.01) == 99.0  # the 100th of 100: ceil(101 * 0.99)

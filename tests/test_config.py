@@ -177,7 +177,8 @@ def test_too_few_normal_images_skip_the_branch_with_the_fix_named(tmp_path, tiny
     why = r"only \d+ normal training images \(classes \[0\]\); at least 64 .* anomaly=unsupervised"
     said = anomaly_train(cfg, data, tmp_path / "never-read.yaml", tmp_path / "model.pt", tmp_path / "history.csv")
     assert re.search(f"anomaly branch skipped: {why}", said)
-    said = anomaly_score(cfg, data, tmp_path / "model.pt", tmp_path / "scores.npz", tmp_path / "rows.csv")
+    said = anomaly_score(cfg, data, tmp_path / "model.pt", tmp_path / "scores.npz", tmp_path / "rows.csv",
+                         tmp_path / "detector.pkl")
     assert re.search(why, said)
     out = tmp_path / "evaluate"
     said = anomaly_evaluate(cfg, data, tmp_path / "model.pt", tmp_path / "history.csv", tmp_path / "scores.npz",

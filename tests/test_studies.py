@@ -32,7 +32,8 @@ def _siblings(script: Path) -> set[Path]:
         for node in ast.walk(ast.parse(f.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
-            todo += [PIPELINES / f"{n}.py" for n in names if (PIPELINES / f"{n}.py").is_file()]
+            # importable from the script's own folder, or pipelines/ (the scripts put it on sys.path)
+            todo += [d / f"{n}.py" for n in names for d in {script.parent, PIPELINES} if (d / f"{n}.py").is_file()]
     return seen
 
 
@@ -54,7 +55,7 @@ def _stages(study: str) -> dict[str, dict]:
 
 
 def test_the_top_level_has_the_studies():
-    assert {"default", "best", "mnist16", "anomaly", "latent", "tables", "demo"} <= set(STUDIES)
+    assert {"default", "best", "mnist16", "anomaly", "latent", "tables", "demo", "pyod", "defaults"} <= set(STUDIES)
 
 
 @pytest.mark.parametrize("study", STUDIES)

@@ -22,7 +22,7 @@ def page(rows: list[dict]) -> list[str]:
     commits = sorted({r["commit"][:10] + (" + edits" if r["dirty"] else "") for r in rows})
     out = ["# The README's own-data command on labelled tables",
            "",
-           "Written by `dvc repro pipelines/tables` from its records (`pipelines/tables/records/`, kept in git; "
+           "Written by `dvc repro pipelines/tables/dvc.yaml` from its records (`pipelines/tables/records/`, kept in git; "
            f"commit {', '.join(commits)}, {rows[0]['machine']}). Each run is a fresh copy of the project and "
            "exactly the README's command, nothing else set (`dvc exp run -S data=table -S data.path=my.csv "
            "-S data.label=<label> -S model=mlp -S seed=<seed>`), seeds 0-2: mean [min, max].",
@@ -45,7 +45,7 @@ def page(rows: list[dict]) -> list[str]:
                    f"{spread([r['best_raw_acc'] for r in rs])} ({', '.join(f'`{x}`' for x in raws)}) | "
                    f"{ahead} of {len(rs)} | {spread([r['autoencoder_acc'] for r in rs])} | {anomaly} | "
                    f"{np.median([r['seconds'] for r in rs]):.0f} s (median), at most "
-                   f"{max(r['seconds'] for r in rs):.0f} s |")
+                   f"{max(r['seconds'] for r in rs):.1f} s |")
         gap = np.mean([r["acc"] - r["best_raw_acc"] for r in rs])
         verdicts.append(f"- **{name}**: " + (
             f"the autoencoder helps: the exported method is ahead of every raw method on every seed, by {gap:+.3f} "

@@ -109,11 +109,15 @@ def _read_like_training(d: Mapping[str, Any], meta: Mapping[str, Any], path: Pat
 class Run(NamedTuple):
     """The files a trained pipeline is applied from: ``summary`` (the export stage's: the
     method, the threshold, how the data were read), the autoencoder ``model``, the finetune
-    stage's ``classifier`` and the dec stage's ``dec_model``."""
+    stage's ``classifier`` and the dec stage's ``dec_model``; the anomaly branch's
+    ``anomaly_model`` and its fitted ``detector`` (scorer and threshold). Any may be absent:
+    a clustering-only run has no detector, a ``task=anomaly`` run no summary."""
     summary: Path
     model: Path
     classifier: Path
     dec_model: Path
+    anomaly_model: Path = Path("/nonexistent")
+    detector: Path = Path("/nonexistent")
 
 
 def find_run(where: str | None, root: Path) -> tuple[Run, str]:
@@ -122,11 +126,11 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
     workspace; otherwise an MLflow run id, whose artifacts are downloaded."""
     def in_folder(outputs: Path) -> Run:
         return Run(outputs / "export/summary.json", outputs / "train/model.pt", outputs / "finetune/model.pt",
-                   outputs / "dec/model.pt")
+                   outputs / "dec/model.pt", outputs / "anomaly/train/model.pt", outputs / "anomaly/detector.pkl")
 
     if where is None:
         run = in_folder(root / "outputs")
-        if not run.summary.exists():
+        if not run.summary.exists() and not run.detector.exists():
             latest = sorted((root / "runs" / "single").glob("*/export/summary.json"))
             hint = (f" (the latest latentlab run: --run {latest[-1].parent.parent.relative_to(root)})" if latest
                     else "")
@@ -135,11 +139,12 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
         return run, "the dvc repro workspace"
     folder = Path(where).expanduser()
     if folder.is_dir():
-        outputs = folder / "outputs" if (folder / "outputs" / "export").is_dir() else folder
+        outputs = folder / "outputs" if (folder / "outputs").is_dir() else folder
         run = in_folder(outputs)
-        if not run.summary.exists():
-            raise DataError(f"--run {where}: no export/summary.json in it; name a latentlab run folder "
-                            "(runs/single/<time>) or a dvc repro workspace, after its export stage ran")
+        if not run.summary.exists() and not run.detector.exists():
+            raise DataError(f"--run {where}: no export/summary.json or anomaly/detector.pkl in it; name a "
+                            "latentlab run folder (runs/single/<time>) or a dvc repro workspace, after its export "
+                            "or anomaly_score stage ran")
         return run, f"run folder {folder}"
     import re
 
@@ -172,28 +177,53 @@ def find_run(where: str | None, root: Path) -> tuple[Run, str]:
 
 
 def predict(input_path: Path, out: Path, run: Run) -> str:
-    """Assignments, latents and anomaly scores of a new file (same format as data.path); the
-    clusters by the method the export used (its ``summary``): the finetune stage's
-    ``classifier`` or the dec stage's ``dec_model``."""
-    from latentlab import dec, finetune, models
+    """A trained pipeline on a new file (same format as data.path). Clustering (the export's
+    ``summary``): assignments by the method the export used (the finetune stage's
+    ``classifier`` or the dec stage's ``dec_model``), latents, reconstruction error. Anomaly
+    branch (its ``detector``): ``anomaly_score`` and ``anomaly_flagged``, the one-class scorer
+    and threshold the branch fitted on normal samples. Either alone when the run has only one."""
+    import pandas as pd
 
-    info = json.loads(Path(run.summary).read_text())
-    if "data" not in info:
+    from latentlab import dec, finetune, models
+    from latentlab.anomaly import Detector, skipped_reason
+
+    info = json.loads(Path(run.summary).read_text()) if Path(run.summary).exists() else None
+    det = None
+    if Path(run.detector).exists() and skipped_reason(run.detector) is None:
+        det = Detector.load(run.detector)
+    if info is None and det is None:
+        reason = skipped_reason(run.detector) if Path(run.detector).exists() else None
+        raise DataError(f"{run.summary} does not exist" + (f" and the anomaly branch was skipped ({reason})"
+                                                             if reason else ""))
+    if info is not None and "data" not in info:
         raise DataError(f"{run.summary} predates predict's self-contained runs: re-run the pipeline")
-    method = info["method"]
-    model, classifier, dec_model = run.model, run.classifier, run.dec_model
-    needed = dec_model if method == "autoencoder_dec" else classifier
-    for f in (model, needed):
-        if not Path(f).exists():
-            raise DataError(f"{f} does not exist: the run has no trained {method} model (finetune.rounds=0 trains no "
-                            "classifier: re-run with finetune.rounds >= 1, or export.method=autoencoder_dec)")
-    x, ids = _read_like_training(info["data"], info["meta"], Path(input_path))
-    z, mse = models.encode(models.load(model), x, desc="encoding")
-    if method == "autoencoder_dec":
-        clusters = dec.load(dec_model).predict(x)
+    data, meta = (info["data"], info["meta"]) if info is not None else (det.data, det.meta)
+    x, ids = _read_like_training(data, meta, Path(input_path))
+    said = []
+    if info is not None:
+        method = info["method"]
+        model, classifier, dec_model = run.model, run.classifier, run.dec_model
+        needed = dec_model if method == "autoencoder_dec" else classifier
+        for f in (model, needed):
+            if not Path(f).exists():
+                raise DataError(f"{f} does not exist: the run has no trained {method} model (finetune.rounds=0 trains "
+                                "no classifier: re-run with finetune.rounds >= 1, or export.method=autoencoder_dec)")
+        z, mse = models.encode(models.load(model), x, desc="encoding")
+        if method == "autoencoder_dec":
+            clusters = dec.load(dec_model).predict(x)
+        else:
+            clusters = finetune.predict_proba(finetune.load(classifier), x,
+                                              **finetune.relabel_args(classifier)).argmax(1)
+        df = table(ids, clusters, z, mse, info["threshold"])
+        said.append(f"{df['cluster'].nunique()} {method} clusters, {int(df['recon_outlier'].sum())} with a "
+                    f"reconstruction error above the threshold {info['threshold']:.4g}")
     else:
-        clusters = finetune.predict_proba(finetune.load(classifier), x, **finetune.relabel_args(classifier)).argmax(1)
-    df = table(ids, clusters, z, mse, info["threshold"])
+        df = pd.DataFrame({"id": ids})
+    if det is not None:
+        scores = det.score(models.load(run.anomaly_model), x)
+        df["anomaly_score"] = scores
+        df["anomaly_flagged"] = scores > det.scorer.threshold_
+        said.append(f"{int(df['anomaly_flagged'].sum())} flagged by the anomaly branch's detector "
+                    f"(threshold {det.scorer.threshold_:.4g})")
     write(df, Path(out))
-    return (f"wrote {out}: {len(df)} rows, {df['cluster'].nunique()} {method} clusters, "
-            f"{int(df['recon_outlier'].sum())} with a reconstruction error above the threshold {info['threshold']:.4g}")
+    return f"wrote {out}: {len(df)} rows, " + "; ".join(said)

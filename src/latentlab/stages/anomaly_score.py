@@ -9,14 +9,16 @@ from typing import Any
 import numpy as np
 
 from latentlab import export, models
-from latentlab.anomaly import error_for, features, raw_scores, scorer_for, skipped_reason, split_for, write_skipped
+from latentlab.anomaly import (Detector, error_for, features, raw_scores, scorer_for, skipped_reason, split_for,
+                              write_skipped)
 from latentlab.data import Prepared
 from latentlab.errors import ConfigError
 from latentlab.files import save_npz
 from latentlab.stages.common import main
 
 
-def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path, rows_out: Path) -> str:
+def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path, rows_out: Path,
+                  detector_out: Path) -> str:
     """Fit the scorer on normal training features, set its threshold on validation
     normals, score every held-out test sample; and the raw twins (kNN, LOF, isolation
     forest on the inputs, no autoencoder) fitted on the same normal samples."""
@@ -26,6 +28,7 @@ def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path, ro
                           f"({cfg['export']['format']}), so its name must end in .{cfg['export']['format']}")
     if (reason := skipped_reason(model)) is not None:
         write_skipped(out, reason)
+        write_skipped(detector_out, reason)
         export.write(rows_table([], np.zeros(0), np.zeros(0, bool)), rows_out)  # the header: no rows scored
         return f"anomaly branch skipped: {reason}"
     ds = Prepared.load(data)
@@ -41,12 +44,14 @@ def anomaly_score(cfg: Mapping[str, Any], data: Path, model: Path, out: Path, ro
              y=split.y_test, recon_error=f_test[:, 0], threshold=np.array(scorer.threshold_), n_val=np.array(len(f_val)),
              **raw)
     flagged = scores > scorer.threshold_
+    Detector(scorer, err, split.standardise, {k: v for k, v in cfg["data"].items() if k not in ("mirror", "cache")},
+             ds.meta).save(detector_out)
     classes = ds.meta.get("classes")
     export.write(rows_table(ds.ids_test, scores, flagged,
                             labels=[classes[c] if classes else str(c) for c in split.y_test] if ds.labelled else None,
                             is_anomaly=split.is_anomaly if (split.is_anomaly >= 0).all() else None), rows_out)
     known = f"{int((split.is_anomaly == 1).sum())} anomalous" if (split.is_anomaly >= 0).all() else "no labels"
-    return (f"wrote {out} and {rows_out}: {a['score']} scores ({err}) for {len(scores)} test samples "
+    return (f"wrote {out}, {rows_out} and {detector_out}: {a['score']} scores ({err}) for {len(scores)} test samples "
             f"({known}), threshold {scorer.threshold_:.4g} flags {flagged.mean():.1%} of them")
 
 

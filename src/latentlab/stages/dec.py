@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from latentlab import dec as deep
 from latentlab import metric_names as M
-from latentlab import models
 from latentlab.data import Prepared
 from latentlab.files import save_npz
 from latentlab.stages.common import main
@@ -23,6 +21,9 @@ def dec(cfg: Mapping[str, Any], data: Path, model: Path, assignments: Path, out:
     the trained autoencoder and centres (``latentlab predict`` with export.method=autoencoder_dec).
     With dec.enabled=false, an empty file and a model file that says so: evaluate then scores
     no autoencoder_dec."""
+    from latentlab import dec as deep  # torch: imported by the stage, not by raw_dec's use of off / recipe
+    from latentlab import models
+
     if not cfg["dec"]["enabled"]:
         deep.save(model_out, None)
         return off(out)

@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from latentlab import dec as deep
 from latentlab import metric_names as M
-from latentlab.clustering import pixels
 from latentlab.data import Prepared
 from latentlab.files import save_npz
 from latentlab.stages.common import main
@@ -23,10 +21,14 @@ def raw_dec(cfg: Mapping[str, Any], data: Path, baselines: Path, out: Path) -> s
     that starts as the pixels' PCA of ``baselines.pca_components`` (a linear layer, trained
     as the autoencoder's encoder is, on the same augmented images). With no decoder there is
     no reconstruction term. With dec.enabled=false, an empty file."""
-    from sklearn.decomposition import PCA
-
     if not cfg["dec"]["enabled"]:
         return off(out)
+    # imported only when DEC runs: off, this stage is a process start-up in every dvc repro
+    from sklearn.decomposition import PCA
+
+    from latentlab import dec as deep
+    from latentlab.clustering import pixels
+
     d = cfg["dec"]
     x_fit, _, x_test, _ = Prepared.load(data).split(cfg["protocol"])
     with np.load(baselines) as b:
