@@ -52,7 +52,8 @@ def recipe(d: Mapping[str, Any]) -> dict[str, Any]:
     return {key: d[key] for key in ("steps", "update", "tol", "lr", "batch_size", "augment")}
 
 
-def summary(result: deep.DECResult) -> str:
+def summary(result: Any) -> str:
+    """A line about a ``dec.DECResult``."""
     last = result.history[-1]["changed"] if result.history else float("nan")
     return (f"{len(result.labels)} fitted points, {result.steps} steps, {len(result.history)} target updates, "
             f"{last:.2%} of the labels changed at the last")
