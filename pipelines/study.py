@@ -65,6 +65,8 @@ def run(cmd: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> 
     full = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd / "src"),
             **({"LATENTLAB_DATA_MIRROR": mirror()} if mirror() else {}), **(env or {})}
     full.pop("MLFLOW_TRACKING_URI", None)  # the copy's own store, never the user's
+    for key in [k for k in full if k.startswith("DVC_")]:  # a study stage's DVC_ROOT would send the copy's
+        del full[key]                                      # data paths and store back to the project
     t = time.perf_counter()
     r = subprocess.run(list(cmd), cwd=cwd, env=full, capture_output=True, text=True)
     seconds = time.perf_counter() - t
