@@ -24,7 +24,8 @@ def page(rows: list[dict]) -> list[str]:
            "Written by `dvc repro pipelines/pyod/dvc.yaml` from its records (`pipelines/pyod/records/`, kept in git; "
            f"commit {', '.join(commits)}, {rows[0]['machine']}). Each table: some classes normal, the others "
            "subsampled (seeded) to 5% of the rows as the anomalies. The anomaly branch runs as a user runs it, "
-           "`latentlab task=anomaly data=table data.path=my.csv data.label=cls model=mlp 'anomaly.normal=[...]'`; "
+           "`latentlab task=anomaly data=table data.path=my.csv data.label=cls model=mlp 'anomaly.normal=[...]' "
+           "data.test_fraction=0.4` (the protocol's stratified 60/40 split); "
            "its raw twins (`raw_*`, in the same run) and PyOD's detectors at their defaults are fitted on the same "
            "train-split normal rows, z-scored on them, and scored on the same test rows. Mean [min, max] over "
            "seeds; **bold**: the best of the row's detectors.", ""]

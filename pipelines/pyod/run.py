@@ -3,8 +3,8 @@
 The outlier-detection protocol on unbalanced tables: one of scikit-learn's bundled tables with
 some classes normal and the rest subsampled (seeded) to 5% of the rows as the anomalies. In a
 copy of the workspace, the README's way: ``latentlab task=anomaly data=table ... 'anomaly.normal=[...]'``
-(its own split: stratified, 80/20; the autoencoder and its raw twins fit on the train split's
-normal rows). Then PyOD's IForest, LOF, OCSVM, KNN and AutoEncoder at their defaults, fitted on the
+with the protocol's stratified 60/40 split (``data.test_fraction=0.4``); the autoencoder and its
+raw twins fit on the train split's normal rows. Then PyOD's IForest, LOF, OCSVM, KNN and AutoEncoder at their defaults, fitted on the
 same train-split normal rows (z-scored on them, as the twins are) and scored on the same test rows
 (the run's ``anomaly/rows.csv``). Needs the ``bench`` dependency group (PyOD).
 
@@ -78,7 +78,8 @@ def run_one(name: str, seed: int) -> dict:
         repo = study.copy_workspace(Path(tmp))
         df.to_csv(repo / "my.csv", index=False)
         cmd = ["latentlab", "task=anomaly", "data=table", "data.path=my.csv", "data.label=cls", "data.id=row",
-               "model=mlp", f"anomaly.normal=[{','.join(normal)}]", f"seed={seed}", "hydra.run.dir=outputs/run"]
+               "model=mlp", f"anomaly.normal=[{','.join(normal)}]", "data.test_fraction=0.4", f"seed={seed}",
+               "hydra.run.dir=outputs/run"]
         seconds = study.run(cmd, repo)
         m = json.loads((repo / "outputs/run/anomaly/evaluate/metrics.json").read_text())
         rows = pd.read_csv(repo / "outputs/run/anomaly/rows.csv", dtype={"id": str})
