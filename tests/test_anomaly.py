@@ -248,7 +248,7 @@ def test_leave_out_stages_with_contaminated_training_and_every_test_image(tmp_pa
     rows = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "e/scores").iterdir()}  # DVC's metrics
     assert set(rows) == {"test", "raw_knn", "raw_lof", "raw_iforest"}
     assert rows["test"]["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4)
-    assert rows["test"]["false_positive_rate"] == pytest.approx(m["test_false_positives"]["rate"], abs=1e-4)
+    assert rows["test"]["fpr"] == pytest.approx(m["test_false_positives"]["rate"], abs=1e-4)
     # the raw twins: scored on the same 500 test images, the gain is over the best of them
     best = max(m["raw"][n]["auroc"] for n in ("raw_knn", "raw_lof", "raw_iforest"))
     assert m["over_raw"]["auroc"]["gain"] == pytest.approx(m["test"]["auroc"] - best)
