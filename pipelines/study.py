@@ -111,6 +111,13 @@ def write_page(path: str | Path, lines: Sequence[str]) -> None:
     print(f"wrote {path}")
 
 
+def write_summaries(records: str | Path, rows: Sequence[dict], key: str, values) -> None:
+    """One summary per group of records (``key``: the field naming the group, e.g. the table),
+    ``<study>/summary/<group>.json``, with ``values(group's records) -> {metric: value}``."""
+    for name in sorted({r[key] for r in rows}):
+        write_summary(Path(records).parent / "summary" / f"{name}.json", **values([r for r in rows if r[key] == name]))
+
+
 def write_summary(path: str | Path, **values: float) -> None:
     """A study's headline as a DVC metric (in git): a few keys named as the main job's score rows
     name theirs (acc, nmi, gain_acc, auroc, ...), so `dvc metrics show` stays one narrow table

@@ -75,12 +75,8 @@ def main() -> None:
     a = p.parse_args()
     rows = study.read_records(a.records)
     study.write_page(a.out, page(rows))
-    for name in TABLES:
-        rs = [r for r in rows if r["table"] == name]
-        if rs:
-            study.write_summary(a.records.parent / "summary" / f"{name}.json",
-                                auroc=np.mean([r["autoencoder"]["auroc"] for r in rs]),
-                                auprc=np.mean([r["autoencoder"]["auprc"] for r in rs]))
+    study.write_summaries(a.records, rows, "table", lambda rs: {
+        m: np.mean([r["autoencoder"][m] for r in rs]) for m in ("auroc", "auprc")})
 
 
 if __name__ == "__main__":

@@ -71,11 +71,8 @@ def main() -> None:
     a = p.parse_args()
     rows = study.read_records(a.records)
     study.write_page(a.out, page(rows))
-    for name in TABLES:
-        rs = [r for r in rows if r["table"] == name]
-        if rs:
-            study.write_summary(Path(a.records).parent / "summary" / f"{name}.json",
-                                acc=np.mean([r["acc"] for r in rs]), nmi=np.mean([r["nmi"] for r in rs]))
+    study.write_summaries(a.records, rows, "table", lambda rs: {"acc": np.mean([r["acc"] for r in rs]),
+                                                                 "nmi": np.mean([r["nmi"] for r in rs])})
 
 
 if __name__ == "__main__":
