@@ -128,7 +128,11 @@ def test_anomaly_branch_trains_on_normal_digits_and_scores_the_test_split(pipeli
     assert ub["draws"] == 20 and ub["n_anomalies"] >= 1 and ub["anomaly_fraction"] < 0.05
     for k in ("auroc", "auprc", "precision", "recall", "f1", "recall_at_fpr"):
         assert 0.0 <= ub[k] <= 1.0 and f"{k}_std" in ub
-    assert 0.0 < m["val_flagged"] < 0.2  # threshold: 1% of validation normals (few of them here)
+    # the conformal threshold on few validation normals (< 100 here) is their largest score: none flagged,
+    # and the run says it promises nothing
+    fp = m["test_false_positives"]
+    assert 0.0 <= m["val_flagged"] < 0.2 and fp["interval95"][0] <= fp["rate"] <= fp["interval95"][1]
+    assert fp["validation_normals"] >= 100 or fp["promise"].startswith("none: the threshold was set on")
     shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
     test_row = next(iter(shown.values()))["data"]["outputs/anomaly/evaluate/scores/test.json"]["data"]
     assert test_row["auroc"] == pytest.approx(m["test"]["auroc"], abs=1e-4) and test_row["fpr_target"] == 0.01
@@ -219,7 +223,8 @@ def test_dvc_remote_restores_outputs_in_a_fresh_clone_without_recomputing(pipeli
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     assert not (clone / "outputs").exists()
     _dvc(clone, "pull")
-    assert _dvc(clone, "status").strip() == "Data and pipelines are up to date."
+    # the main job (`dvc status` alone also reports the studies in pipelines/ whose code changed since their records)
+    assert _dvc(clone, "status", "dvc.yaml").strip() == "Data and pipelines are up to date."
     out = _dvc(clone, "repro")
     assert "wrote" not in out  # nothing recomputed
     for f in ("outputs/evaluate/metrics.json", "outputs/train/model.pt", "data/prepared.npz"):
