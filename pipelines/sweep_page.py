@@ -29,12 +29,11 @@ def settings(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def page(rows: list[dict], title: str, figure: Path) -> list[str]:
+def page(rows: list[dict], title: str, figure: Path, study_dir: str) -> list[str]:
     groups = settings(rows)
     common = sorted(set.intersection(*(set(r["overrides"]) for r in rows)))
     methods = [m for m in M.METHODS if all(m in r["metrics"] and "acc" in r["metrics"][m] for r in rows)]
     commits = sorted({r["commit"][:10] + (" + edits" if r.get("dirty") else "") for r in rows})
-    study_dir = figure.stem.removeprefix("results-")
     out = [f"# {title}", "",
            f"Written by `dvc repro pipelines/{study_dir}/dvc.yaml` from its records (`pipelines/{study_dir}/records/`, "
            f"kept in git; commit {', '.join(commits)}, {rows[0]['machine']}). Each record is one `latentlab` run in a "
@@ -85,7 +84,7 @@ def main() -> None:
     p.add_argument("--title", required=True)
     a = p.parse_args()
     rows = study.read_records(a.records)
-    study.write_page(a.out, page(rows, a.title, a.out.with_suffix(".png")))
+    study.write_page(a.out, page(rows, a.title, a.out.with_suffix(".png"), a.records.parent.name))
     exported = rows[0]["exported"]
     study.write_summary(a.records.parent / "summary.json", acc=np.mean([r["metrics"][exported]["acc"] for r in rows]),
                         nmi=np.mean([r["metrics"][exported]["nmi"] for r in rows]))

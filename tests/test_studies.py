@@ -144,9 +144,7 @@ def test_config_comments_say_what_a_key_does_in_three_lines_at_most():
         run, col = 0, None  # lines in the current comment; the column of a value line's trailing comment
         for i, line in enumerate([*f.read_text().splitlines(), ""]):
             stripped = line.strip()
-            if stripped.startswith("# @package"):  # a Hydra directive, not a comment
-                run, col = 0, None
-            elif stripped.startswith("#"):
+            if stripped.startswith("#"):  # a Hydra directive too: the reader sees one block
                 here = line.index("#")
                 run = run + 1 if (col is None and run) or here == col else 1
                 col = col if here == col else None

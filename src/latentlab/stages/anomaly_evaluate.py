@@ -108,11 +108,12 @@ def anomaly_evaluate(cfg: Mapping[str, Any], data: Path, model: Path, history: P
             pr_on = draws[0]
         if raw:  # the raw twins, scored on the same test samples and the same draws
             result["raw"] = {}
+            if draws:  # the same draws the autoencoder score was measured on (same seed)
+                rng = np.random.default_rng(cfg["seed"])
+                idx = [unbalanced_indices(is_anom, a["anomaly_fraction"], rng) for _ in range(a["draws"])]
             for n, r in raw.items():
                 row = {"auroc": float(roc_auc_score(is_anom, r)), "auprc": float(average_precision_score(is_anom, r))}
                 if draws:
-                    rng = np.random.default_rng(cfg["seed"])
-                    idx = [unbalanced_indices(is_anom, a["anomaly_fraction"], rng) for _ in range(a["draws"])]
                     row["unbalanced_auprc"] = float(np.mean([average_precision_score(is_anom[i], r[i]) for i in idx]))
                 result["raw"][n] = row
             result["over_raw"] = {k: {"gain": result["test"][k] - max(v[k] for v in result["raw"].values()),
